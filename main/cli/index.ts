@@ -1,0 +1,237 @@
+// `tapdeck`: the CLI contract of DESIGN.md. Errors go to stderr with a non-zero exit
+// and a sentence that says what to do.
+
+import { existsSync } from 'node:fs';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import type { RequestQuery } from '../api/contract.ts';
+import { SPAN_FIELDS, type ResponseStatus, type StoredSpan } from '../api/records.ts';
+import { startCapture } from '../capture/session.ts';
+import { EventBus } from '../core/events.ts';
+import { VERSION } from '../paths.ts';
+import { Store } from '../store/store.ts';
+
+export class UsageError extends Error {
+  override name = 'UsageError';
+}
+
+const USAGE = `tapdeck ${VERSION}: capture a gateway node over SSH into one SQLite file, and read it.
+
+  tapdeck capture  --target [user@]host[:port] [--identity FILE] [--jump HOST] [--known-hosts FILE]
+                   [--accept-new-host-key] [--process NAME|PID ...] [--duration 30s] --db FILE
+  tapdeck requests --db FILE [--method M] [--path TEXT] [--domain HOST] [--status ok|client_error|server_error|timeout|unknown]
+                   [--code N | --min-code N --max-code N] [--x-request-id ID] [--min-duration MS]
+                   [--observation-point s-p|c-p|...] [--capture ID] [--json] [--limit N]
+  tapdeck serve    [--db FILE] [--port N]
+  tapdeck --version
+`;
+
+/** `30`, `30s`, `5m`, `1h` → seconds. */
+export function parseDuration(s: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(s.trim());
+  if (!m) throw new UsageError(`--duration "${s}" is not a duration: write e.g. 30s, 5m or 1h.`);
+  const n = Number(m[1]);
+  const mult = { ms: 0.001, s: 1, m: 60, h: 3600 }[m[2] ?? 's'] ?? 1;
+  return n * mult;
+}
+
+function parse<T extends NonNullable<ParseArgsConfig['options']>>(args: string[], options: T) {
+  try {
+    return parseArgs({ args, options, allowPositionals: false, strict: true });
+  } catch (err) {
+    throw new UsageError(`${(err as Error).message}\n\n${USAGE}`);
+  }
+}
+
+function need(v: string | undefined, flag: string): string {
+  if (!v) throw new UsageError(`${flag} is required.\n\n${USAGE}`);
+  return v;
+}
+
+function intArg(v: string | undefined, flag: string): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n)) throw new UsageError(`${flag} "${v}" is not a whole number.`);
+  return n;
+}
+
+async function captureCmd(args: string[]): Promise<number> {
+  const { values } = parse(args, {
+    target: { type: 'string' },
+    identity: { type: 'string' },
+    jump: { type: 'string' },
+    'known-hosts': { type: 'string' },
+    'accept-new-host-key': { type: 'boolean' },
+    process: { type: 'string', multiple: true },
+    duration: { type: 'string' },
+    db: { type: 'string' },
+  });
+  const target = need(values.target, '--target');
+  const db = need(values.db, '--db');
+  const durationSec = values.duration ? parseDuration(values.duration) : 30;
+  const store = await Store.open(db);
+  const events = new EventBus();
+  const log = (line: string): void => void process.stderr.write(`tapdeck: ${line}\n`);
+  events.on('capture:updated', (c) => {
+    if (c.state === 'running' || c.state === 'stopping') {
+      const s = c.stats;
+      const cpu = s.collectorCpuPct !== null ? ` cpu ${s.collectorCpuPct}%` : '';
+      const rss = s.collectorRssBytes !== null ? ` rss ${(s.collectorRssBytes / 1048576).toFixed(1)} MB` : '';
+      log(`${c.state}: ${s.events} events, ${s.spans} spans, ${s.drops} drops${cpu}${rss}`);
+    }
+  });
+  let handle;
+  try {
+    handle = await startCapture({
+      target,
+      identity: values.identity,
+      jump: values.jump,
+      knownHosts: values['known-hosts'],
+      acceptNewHostKey: values['accept-new-host-key'] ?? false,
+      processes: values.process ?? [],
+      durationSec,
+      store,
+      events,
+      log,
+    });
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
+  const onSignal = (): void => {
+    log('stopping (detaching the collector and cleaning up the node)…');
+    void handle.stop();
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  const info = await handle.done;
+  process.off('SIGINT', onSignal);
+  process.off('SIGTERM', onSignal);
+  await store.close();
+  const s = info.stats;
+  log(`${info.state}: ${info.message ?? ''} ${s.spans} spans, ${s.events} events, ${s.drops} drops, in ${db}`);
+  return info.state === 'done' ? 0 : 1;
+}
+
+function requestQuery(values: Record<string, string | boolean | string[] | undefined>): RequestQuery {
+  const str = (k: string): string | undefined => values[k] as string | undefined;
+  const status = str('status');
+  const statuses = ['ok', 'client_error', 'server_error', 'timeout', 'unknown'];
+  if (status && !statuses.includes(status)) throw new UsageError(`--status "${status}" is not one of ${statuses.join(', ')}.`);
+  const code = intArg(str('code'), '--code');
+  const minDur = str('min-duration');
+  return {
+    captureId: intArg(str('capture'), '--capture'),
+    observationPoints: values['observation-point'] as string[] | undefined,
+    method: str('method'),
+    path: str('path'),
+    domain: str('domain'),
+    status: status as ResponseStatus | undefined,
+    minCode: code ?? intArg(str('min-code'), '--min-code'),
+    maxCode: code ?? intArg(str('max-code'), '--max-code'),
+    xRequestId: str('x-request-id'),
+    minDurationUs: minDur !== undefined ? Number(minDur) * 1000 : undefined,
+    limit: intArg(str('limit'), '--limit') ?? 100,
+  };
+}
+
+function pad(s: string, n: number): string {
+  return s.length >= n ? s.slice(0, n) : s + ' '.repeat(n - s.length);
+}
+
+export function formatTable(rows: StoredSpan[]): string {
+  const lines = [
+    `${pad('TIME', 23)} ${pad('OBS', 4)} ${pad('PROCESS', 10)} ${pad('METHOD', 7)} ${pad('HOST', 18)} ${pad('STATUS', 6)} ${pad('DUR(ms)', 9)} ${pad('X-REQUEST-ID', 34)} PATH`,
+  ];
+  for (const r of rows) {
+    const t = new Date(r.start_time_us / 1000).toISOString().replace('T', ' ').replace('Z', '');
+    lines.push(
+      [
+        pad(t, 23),
+        pad(r.observation_point, 4),
+        pad(r.process_name ?? '', 10),
+        pad(r.request_type ?? '', 7),
+        pad(r.request_domain ?? '', 18),
+        pad(r.response_code !== null ? String(r.response_code) : r.response_status, 6),
+        pad((r.duration_us / 1000).toFixed(2), 9),
+        pad(r.x_request_id_0 ?? r.x_request_id_1 ?? '', 34),
+        r.request_resource ?? '',
+      ].join(' '),
+    );
+  }
+  return lines.join('\n');
+}
+
+async function requestsCmd(args: string[]): Promise<number> {
+  const { values } = parse(args, {
+    db: { type: 'string' },
+    json: { type: 'boolean' },
+    limit: { type: 'string' },
+    method: { type: 'string' },
+    path: { type: 'string' },
+    domain: { type: 'string' },
+    status: { type: 'string' },
+    code: { type: 'string' },
+    'min-code': { type: 'string' },
+    'max-code': { type: 'string' },
+    'x-request-id': { type: 'string' },
+    'min-duration': { type: 'string' },
+    'observation-point': { type: 'string', multiple: true },
+    capture: { type: 'string' },
+  });
+  const db = need(values.db, '--db');
+  if (!existsSync(db)) throw new UsageError(`${db} does not exist: capture into it first with "tapdeck capture --db ${db} …".`);
+  const store = await Store.open(db);
+  try {
+    const page = await store.querySpans(requestQuery(values));
+    if (values.json) {
+      const rows = page.rows.map((r) => {
+        const o: Record<string, unknown> = { id: r.id, capture_id: r.capture_id };
+        for (const f of SPAN_FIELDS) o[f] = r[f];
+        return o;
+      });
+      process.stdout.write(JSON.stringify(rows) + '\n');
+    } else {
+      process.stdout.write(formatTable(page.rows) + '\n');
+      process.stderr.write(`${page.rows.length} of ${page.total} matching spans\n`);
+    }
+  } finally {
+    await store.close();
+  }
+  return 0;
+}
+
+async function serveCmd(args: string[]): Promise<number> {
+  const { values } = parse(args, { db: { type: 'string' }, port: { type: 'string' } });
+  const { serveCommand } = await import('../web/serve.ts');
+  await serveCommand({ db: values.db, port: intArg(values.port, '--port') });
+  return 0;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  try {
+    switch (cmd) {
+      case 'capture':
+        return await captureCmd(rest);
+      case 'requests':
+        return await requestsCmd(rest);
+      case 'serve':
+        return await serveCmd(rest);
+      case '--version':
+      case 'version':
+        process.stdout.write(`${VERSION}\n`);
+        return 0;
+      case undefined:
+      case '--help':
+      case '-h':
+      case 'help':
+        process.stdout.write(USAGE);
+        return cmd === undefined ? 2 : 0;
+      default:
+        throw new UsageError(`Unknown command "${cmd}".\n\n${USAGE}`);
+    }
+  } catch (err) {
+    process.stderr.write(`tapdeck: ${(err as Error).message}\n`);
+    return err instanceof UsageError ? 2 : 1;
+  }
+}

@@ -1,0 +1,242 @@
+// Synchronous SQLite access. Only the store worker (and tests) call these directly;
+// everything else goes through `Store`, which runs them off the calling thread.
+
+import Database from 'better-sqlite3';
+import type { CaptureInfo, CaptureState, CaptureStats, RequestPage, RequestQuery } from '../api/contract.ts';
+import { SPAN_FIELDS, type Span, type StoredSpan } from '../api/records.ts';
+import { migrate, SchemaError } from './schema.ts';
+
+export type Db = Database.Database;
+
+export function openDb(file: string, opts: { readonly?: boolean } = {}): Db {
+  let db: Db;
+  try {
+    db = new Database(file, { readonly: opts.readonly ?? false, fileMustExist: opts.readonly ?? false });
+  } catch (err) {
+    throw new SchemaError(`Cannot open capture file ${file}: ${(err as Error).message}. Check the path and its permissions.`);
+  }
+  try {
+    db.pragma('busy_timeout = 5000');
+    if (!opts.readonly) {
+      db.pragma('journal_mode = WAL');
+      db.pragma('synchronous = NORMAL');
+      db.pragma('foreign_keys = ON');
+      migrate(db);
+    } else {
+      const v = db.pragma('user_version', { simple: true }) as number;
+      if (v === 0) throw new SchemaError(`${file} is not a Tapdeck capture file (no schema). Capture into it first.`);
+    }
+  } catch (err) {
+    db.close();
+    if (err instanceof SchemaError) throw err;
+    throw new SchemaError(`${file} is not a usable capture file: ${(err as Error).message}`);
+  }
+  return db;
+}
+
+export interface NewCapture {
+  target: string;
+  startedAtUs: number;
+}
+
+export function createCapture(db: Db, c: NewCapture): number {
+  const r = db
+    .prepare(`INSERT INTO captures (target, state, started_at_us) VALUES (?, 'connecting', ?)`)
+    .run(c.target, c.startedAtUs);
+  return Number(r.lastInsertRowid);
+}
+
+export interface CaptureUpdate {
+  id: number;
+  state?: CaptureState;
+  message?: string | null;
+  node?: string | null;
+  endedAtUs?: number | null;
+  collectorVersion?: string;
+  kernel?: string;
+  arch?: string;
+  hello?: unknown;
+  stats?: CaptureStats & { raw?: unknown };
+}
+
+export function updateCapture(db: Db, u: CaptureUpdate): void {
+  const sets: string[] = [];
+  const vals: unknown[] = [];
+  const put = (col: string, v: unknown): void => {
+    sets.push(`${col} = ?`);
+    vals.push(v);
+  };
+  if (u.state !== undefined) put('state', u.state);
+  if (u.message !== undefined) put('message', u.message);
+  if (u.node !== undefined) put('node', u.node);
+  if (u.endedAtUs !== undefined) put('ended_at_us', u.endedAtUs);
+  if (u.collectorVersion !== undefined) put('collector_version', u.collectorVersion);
+  if (u.kernel !== undefined) put('kernel', u.kernel);
+  if (u.arch !== undefined) put('arch', u.arch);
+  if (u.hello !== undefined) put('hello', JSON.stringify(u.hello));
+  if (u.stats !== undefined) {
+    put('events_seen', u.stats.events);
+    put('drops', u.stats.drops);
+    put('last_stats', JSON.stringify(u.stats));
+  }
+  if (sets.length === 0) return;
+  vals.push(u.id);
+  db.prepare(`UPDATE captures SET ${sets.join(', ')} WHERE id = ?`).run(...vals);
+}
+
+interface CaptureRow {
+  id: number;
+  target: string;
+  node: string | null;
+  state: CaptureState;
+  message: string | null;
+  started_at_us: number;
+  ended_at_us: number | null;
+  events_seen: number;
+  spans_received: number;
+  drops: number;
+  last_stats: string | null;
+}
+
+function toCaptureInfo(r: CaptureRow): CaptureInfo {
+  const last = r.last_stats ? (JSON.parse(r.last_stats) as Partial<CaptureStats>) : {};
+  return {
+    id: r.id,
+    target: r.target,
+    node: r.node,
+    state: r.state,
+    startedAtUs: r.started_at_us,
+    endedAtUs: r.ended_at_us,
+    message: r.message,
+    stats: {
+      events: r.events_seen,
+      spans: r.spans_received,
+      drops: r.drops,
+      dropReasons: last.dropReasons ?? {},
+      collectorCpuPct: last.collectorCpuPct ?? null,
+      collectorRssBytes: last.collectorRssBytes ?? null,
+    },
+  };
+}
+
+export function listCaptures(db: Db): CaptureInfo[] {
+  const rows = db.prepare(`SELECT * FROM captures ORDER BY id DESC`).all() as CaptureRow[];
+  return rows.map(toCaptureInfo);
+}
+
+export function getCapture(db: Db, id: number): CaptureInfo | null {
+  const r = db.prepare(`SELECT * FROM captures WHERE id = ?`).get(id) as CaptureRow | undefined;
+  return r ? toCaptureInfo(r) : null;
+}
+
+export interface ProcessRecord {
+  pid: number;
+  ppid: number | null;
+  process_name: string | null;
+  cmdline: string | null;
+  exe: string | null;
+}
+
+export function upsertProcess(db: Db, captureId: number, p: ProcessRecord): void {
+  db.prepare(
+    `INSERT OR REPLACE INTO processes (capture_id, pid, ppid, process_name, cmdline, exe) VALUES (?, ?, ?, ?, ?, ?)`,
+  ).run(captureId, p.pid, p.ppid, p.process_name, p.cmdline, p.exe);
+}
+
+const INSERT_SPAN_SQL = `INSERT INTO spans (capture_id, ${SPAN_FIELDS.join(', ')}) VALUES (?, ${SPAN_FIELDS.map(() => '?').join(', ')})`;
+
+/** Inserts spans in one transaction and bumps the capture's span count. */
+export function insertSpans(db: Db, captureId: number, spans: readonly Span[]): void {
+  const stmt = db.prepare(INSERT_SPAN_SQL);
+  const bump = db.prepare(`UPDATE captures SET spans_received = spans_received + ? WHERE id = ?`);
+  db.transaction(() => {
+    const vals = new Array<unknown>(SPAN_FIELDS.length + 1);
+    vals[0] = captureId;
+    for (const s of spans) {
+      for (let i = 0; i < SPAN_FIELDS.length; i++) {
+        const f = SPAN_FIELDS[i]!;
+        const v = s[f];
+        vals[i + 1] = v === undefined ? null : f === 'attributes' && v !== null ? JSON.stringify(v) : v;
+      }
+      stmt.run(vals);
+    }
+    bump.run(spans.length, captureId);
+  })();
+}
+
+function rowToSpan(r: Record<string, unknown>): StoredSpan {
+  const attrs = r['attributes'];
+  return { ...r, attributes: typeof attrs === 'string' ? (JSON.parse(attrs) as Record<string, unknown>) : null } as StoredSpan;
+}
+
+export const DEFAULT_LIMIT = 200;
+export const MAX_LIMIT = 10_000;
+
+/** The request log: spans newest first, filtered. */
+export function querySpans(db: Db, q: RequestQuery): RequestPage {
+  const where: string[] = [];
+  const vals: unknown[] = [];
+  if (q.captureId !== undefined) {
+    where.push('capture_id = ?');
+    vals.push(q.captureId);
+  }
+  if (q.observationPoints?.length) {
+    where.push(`observation_point IN (${q.observationPoints.map(() => '?').join(',')})`);
+    vals.push(...q.observationPoints);
+  }
+  if (q.method) {
+    where.push('request_type = ?');
+    vals.push(q.method.toUpperCase());
+  }
+  if (q.path) {
+    where.push(`instr(request_resource, ?) > 0`);
+    vals.push(q.path);
+  }
+  if (q.domain) {
+    where.push('request_domain = ?');
+    vals.push(q.domain);
+  }
+  if (q.status) {
+    where.push('response_status = ?');
+    vals.push(q.status);
+  }
+  if (q.minCode !== undefined) {
+    where.push('response_code >= ?');
+    vals.push(q.minCode);
+  }
+  if (q.maxCode !== undefined) {
+    where.push('response_code <= ?');
+    vals.push(q.maxCode);
+  }
+  if (q.xRequestId) {
+    where.push('(x_request_id_0 = ? OR x_request_id_1 = ?)');
+    vals.push(q.xRequestId, q.xRequestId);
+  }
+  if (q.minDurationUs !== undefined) {
+    where.push('duration_us >= ?');
+    vals.push(q.minDurationUs);
+  }
+  if (q.fromUs !== undefined) {
+    where.push('start_time_us >= ?');
+    vals.push(q.fromUs);
+  }
+  if (q.toUs !== undefined) {
+    where.push('start_time_us < ?');
+    vals.push(q.toUs);
+  }
+  const whereSql = where.length ? `WHERE ${where.join(' AND ')}` : '';
+  const total = (db.prepare(`SELECT count(*) AS n FROM spans ${whereSql}`).get(...vals) as { n: number }).n;
+  const pageWhere = [...where];
+  const pageVals = [...vals];
+  if (q.beforeId !== undefined) {
+    pageWhere.push('id < ?');
+    pageVals.push(q.beforeId);
+  }
+  const limit = Math.min(Math.max(1, q.limit ?? DEFAULT_LIMIT), MAX_LIMIT);
+  const rows = db
+    .prepare(
+      `SELECT * FROM spans ${pageWhere.length ? `WHERE ${pageWhere.join(' AND ')}` : ''} ORDER BY start_time_us DESC, id DESC LIMIT ?`,
+    )
+    .all(...pageVals, limit) as Record<string, unknown>[];
+  return { rows: rows.map(rowToSpan), total };
+}

@@ -1,0 +1,21 @@
+// Messages between `Store` and its worker.
+
+import type { RequestQuery } from '../api/contract.ts';
+import type { Span } from '../api/records.ts';
+import type { CaptureUpdate, NewCapture, ProcessRecord } from './db.ts';
+
+export type StoreRequest = { id?: number } & (
+  | { op: 'appendSpans'; captureId: number; spans: Span[] }
+  | { op: 'flush' }
+  | { op: 'createCapture'; capture: NewCapture }
+  | { op: 'updateCapture'; update: CaptureUpdate }
+  | { op: 'upsertProcess'; captureId: number; process: ProcessRecord }
+  | { op: 'listCaptures' }
+  | { op: 'getCapture'; captureId: number }
+  | { op: 'querySpans'; query: RequestQuery }
+  | { op: 'close' }
+);
+
+export type StoreResponse =
+  | { id: number; ok: true; value: unknown }
+  | { id: number; ok: false; error: { name: string; message: string } };

@@ -1,0 +1,123 @@
+// The SQLite schema of a capture file, as an ordered list of migrations. The schema
+// version is SQLite's `user_version`; every migration runs in one transaction. The
+// README's "Schema" section documents these tables: change both together.
+
+import type Database from 'better-sqlite3';
+
+export interface Migration {
+  version: number;
+  description: string;
+  sql: string;
+}
+
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    description: 'captures, processes and spans',
+    sql: `
+      CREATE TABLE captures (
+        id INTEGER PRIMARY KEY,
+        target TEXT NOT NULL,
+        node TEXT,
+        state TEXT NOT NULL,
+        message TEXT,
+        started_at_us INTEGER NOT NULL,
+        ended_at_us INTEGER,
+        collector_version TEXT,
+        kernel TEXT,
+        arch TEXT,
+        hello TEXT,
+        events_seen INTEGER NOT NULL DEFAULT 0,
+        spans_received INTEGER NOT NULL DEFAULT 0,
+        drops INTEGER NOT NULL DEFAULT 0,
+        last_stats TEXT
+      );
+      CREATE TABLE processes (
+        capture_id INTEGER NOT NULL REFERENCES captures(id),
+        pid INTEGER NOT NULL,
+        ppid INTEGER,
+        process_name TEXT,
+        cmdline TEXT,
+        exe TEXT,
+        PRIMARY KEY (capture_id, pid)
+      );
+      CREATE TABLE spans (
+        id INTEGER PRIMARY KEY,
+        capture_id INTEGER NOT NULL REFERENCES captures(id),
+        signal_source TEXT NOT NULL,
+        observation_point TEXT NOT NULL,
+        start_time_us INTEGER NOT NULL,
+        end_time_us INTEGER NOT NULL,
+        duration_us INTEGER NOT NULL,
+        node TEXT,
+        pid INTEGER,
+        tid INTEGER,
+        process_name TEXT,
+        container_id TEXT,
+        netns INTEGER,
+        interface TEXT,
+        client_ip TEXT,
+        client_port INTEGER,
+        server_ip TEXT,
+        server_port INTEGER,
+        l4_protocol TEXT,
+        l7_protocol TEXT,
+        version TEXT,
+        request_type TEXT,
+        request_domain TEXT,
+        request_resource TEXT,
+        endpoint TEXT,
+        response_code INTEGER,
+        response_status TEXT NOT NULL,
+        response_exception TEXT,
+        request_length INTEGER,
+        response_length INTEGER,
+        x_request_id_0 TEXT,
+        x_request_id_1 TEXT,
+        trace_id TEXT,
+        span_id TEXT,
+        parent_span_id TEXT,
+        syscall_trace_id_request INTEGER,
+        syscall_trace_id_response INTEGER,
+        req_tcp_seq INTEGER,
+        resp_tcp_seq INTEGER,
+        app_service TEXT,
+        app_instance TEXT,
+        attributes TEXT
+      );
+      CREATE INDEX spans_by_time ON spans (start_time_us);
+      CREATE INDEX spans_by_capture_time ON spans (capture_id, start_time_us);
+      CREATE INDEX spans_by_status_time ON spans (response_status, start_time_us);
+      CREATE INDEX spans_by_xrid0 ON spans (x_request_id_0) WHERE x_request_id_0 IS NOT NULL;
+      CREATE INDEX spans_by_xrid1 ON spans (x_request_id_1) WHERE x_request_id_1 IS NOT NULL;
+      CREATE INDEX spans_by_trace ON spans (trace_id) WHERE trace_id IS NOT NULL;
+    `,
+  },
+];
+
+export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]?.version ?? 0;
+
+export class SchemaError extends Error {
+  override name = 'SchemaError';
+}
+
+/** Brings `db` to the latest schema version. Returns the versions applied. */
+export function migrate(db: Database.Database, migrations: readonly Migration[] = MIGRATIONS): number[] {
+  const current = db.pragma('user_version', { simple: true }) as number;
+  const latest = migrations[migrations.length - 1]?.version ?? 0;
+  if (current > latest) {
+    throw new SchemaError(
+      `This capture file has schema version ${current}, newer than this Tapdeck understands (${latest}). Open it with a newer Tapdeck.`,
+    );
+  }
+  const applied: number[] = [];
+  for (const m of migrations) {
+    if (m.version <= current) continue;
+    db.transaction(() => {
+      db.exec(m.sql);
+      db.pragma(`user_version = ${m.version}`);
+    })();
+    applied.push(m.version);
+  }
+  return applied;
+}

@@ -1,0 +1,103 @@
+// `Store`: the capture file, driven from any thread without blocking it. All SQLite
+// work happens in a worker thread (DESIGN.md: never on the Electron main thread).
+
+import { Worker } from 'node:worker_threads';
+import type { CaptureInfo, RequestPage, RequestQuery } from '../api/contract.ts';
+import type { Span } from '../api/records.ts';
+import type { CaptureUpdate, NewCapture, ProcessRecord } from './db.ts';
+import type { StoreRequest, StoreResponse } from './protocol.ts';
+
+type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
+
+export class StoreError extends Error {
+  override name = 'StoreError';
+}
+
+// Run from TypeScript sources (tests, dev) or from the compiled dist/ (app, CLI).
+const WORKER_URL = new URL(import.meta.url.endsWith('.ts') ? './worker.ts' : './worker.js', import.meta.url);
+
+export class Store {
+  private nextId = 1;
+  private readonly waiting = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  private closed = false;
+
+  readonly file: string;
+  private readonly worker: Worker;
+
+  private constructor(file: string, worker: Worker) {
+    this.file = file;
+    this.worker = worker;
+    worker.on('message', (res: StoreResponse) => {
+      const w = this.waiting.get(res.id);
+      if (!w) return;
+      this.waiting.delete(res.id);
+      if (res.ok) w.resolve(res.value);
+      else w.reject(Object.assign(new StoreError(res.error.message), { name: res.error.name }));
+    });
+    worker.on('error', (err) => this.failAll(err));
+    worker.on('exit', () => this.failAll(new StoreError('the store worker stopped')));
+  }
+
+  /** Opens (creating and migrating if needed) the capture file at `file`. */
+  static async open(file: string): Promise<Store> {
+    const worker = new Worker(WORKER_URL, { workerData: { file } });
+    const store = new Store(file, worker);
+    await new Promise<void>((resolve, reject) => {
+      store.waiting.set(0, { resolve: () => resolve(), reject });
+    });
+    worker.unref();
+    return store;
+  }
+
+  private failAll(err: Error): void {
+    for (const w of this.waiting.values()) w.reject(err);
+    this.waiting.clear();
+  }
+
+  private call<T>(req: DistributiveOmit<StoreRequest, 'id'>): Promise<T> {
+    if (this.closed) return Promise.reject(new StoreError('the capture file is closed'));
+    const id = this.nextId++;
+    return new Promise<T>((resolve, reject) => {
+      this.waiting.set(id, { resolve: resolve as (v: unknown) => void, reject });
+      this.worker.ref();
+      this.worker.postMessage({ ...req, id });
+    }).finally(() => {
+      if (this.waiting.size === 0) this.worker.unref();
+    });
+  }
+
+  /** Queues spans for a batched insert; `flush()` waits until they are written. */
+  appendSpans(captureId: number, spans: Span[]): void {
+    if (this.closed || spans.length === 0) return;
+    this.worker.postMessage({ op: 'appendSpans', captureId, spans } satisfies StoreRequest);
+  }
+
+  flush(): Promise<void> {
+    return this.call({ op: 'flush' });
+  }
+  createCapture(capture: NewCapture): Promise<number> {
+    return this.call({ op: 'createCapture', capture });
+  }
+  updateCapture(update: CaptureUpdate): Promise<CaptureInfo> {
+    return this.call({ op: 'updateCapture', update });
+  }
+  upsertProcess(captureId: number, process: ProcessRecord): Promise<void> {
+    return this.call({ op: 'upsertProcess', captureId, process });
+  }
+  listCaptures(): Promise<CaptureInfo[]> {
+    return this.call({ op: 'listCaptures' });
+  }
+  getCapture(id: number): Promise<CaptureInfo | null> {
+    return this.call({ op: 'getCapture', captureId: id });
+  }
+  querySpans(query: RequestQuery): Promise<RequestPage> {
+    return this.call({ op: 'querySpans', query });
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    await this.call({ op: 'close' });
+    this.closed = true;
+    await this.worker.terminate();
+  }
+}

@@ -1,0 +1,87 @@
+// The store worker: the only thread that touches SQLite. It owns one connection,
+// answers requests from `Store`, and batches span inserts into transactions.
+
+import { parentPort, workerData } from 'node:worker_threads';
+import type { Span } from '../api/records.ts';
+import * as db from './db.ts';
+import type { StoreRequest, StoreResponse } from './protocol.ts';
+
+const port = parentPort;
+if (!port) throw new Error('store worker started outside a worker thread');
+
+const { file } = workerData as { file: string };
+let conn: db.Db;
+try {
+  conn = db.openDb(file);
+  port.postMessage({ id: 0, ok: true, value: null } satisfies StoreResponse);
+} catch (err) {
+  port.postMessage({ id: 0, ok: false, error: { name: (err as Error).name, message: (err as Error).message } } satisfies StoreResponse);
+  process.exit(0);
+}
+
+const FLUSH_ROWS = 5_000;
+const FLUSH_MS = 50;
+const pending = new Map<number, Span[]>();
+let pendingRows = 0;
+let timer: NodeJS.Timeout | null = null;
+
+function flush(): void {
+  if (timer) {
+    clearTimeout(timer);
+    timer = null;
+  }
+  for (const [captureId, spans] of pending) db.insertSpans(conn, captureId, spans);
+  pending.clear();
+  pendingRows = 0;
+}
+
+function handle(req: StoreRequest): unknown {
+  switch (req.op) {
+    case 'appendSpans': {
+      const list = pending.get(req.captureId);
+      if (list) list.push(...req.spans);
+      else pending.set(req.captureId, [...req.spans]);
+      pendingRows += req.spans.length;
+      if (pendingRows >= FLUSH_ROWS) flush();
+      else timer ??= setTimeout(flush, FLUSH_MS);
+      return null;
+    }
+    case 'flush':
+      flush();
+      return null;
+    case 'createCapture':
+      return db.createCapture(conn, req.capture);
+    case 'updateCapture':
+      flush();
+      db.updateCapture(conn, req.update);
+      return db.getCapture(conn, req.update.id);
+    case 'upsertProcess':
+      db.upsertProcess(conn, req.captureId, req.process);
+      return null;
+    case 'listCaptures':
+      flush();
+      return db.listCaptures(conn);
+    case 'getCapture':
+      flush();
+      return db.getCapture(conn, req.captureId);
+    case 'querySpans':
+      flush();
+      return db.querySpans(conn, req.query);
+    case 'close':
+      flush();
+      conn.close();
+      return null;
+  }
+}
+
+port.on('message', (req: StoreRequest) => {
+  try {
+    const value = handle(req);
+    if (req.id !== undefined) port.postMessage({ id: req.id, ok: true, value } satisfies StoreResponse);
+    if (req.op === 'close') port.close();
+  } catch (err) {
+    const e = err as Error;
+    if (req.id !== undefined) port.postMessage({ id: req.id, ok: false, error: { name: e.name, message: e.message } } satisfies StoreResponse);
+    else console.error(`tapdeck store: ${req.op} failed: ${e.message}`);
+  }
+});

@@ -1,0 +1,23 @@
+import { describe, expect, it } from 'vitest';
+import { parseDuration } from '../../../main/cli/index.ts';
+import { parseTarget } from '../../../main/ssh/connect.ts';
+
+describe('CLI arguments', () => {
+  it('parses targets', () => {
+    expect(parseTarget('ops@10.0.0.5')).toEqual({ user: 'ops', host: '10.0.0.5', port: 22 });
+    expect(parseTarget('tdlab@127.0.0.1:2222')).toEqual({ user: 'tdlab', host: '127.0.0.1', port: 2222 });
+    expect(parseTarget('ops@[::1]:2200')).toEqual({ user: 'ops', host: '::1', port: 2200 });
+    expect(parseTarget('gw1').host).toBe('gw1');
+  });
+  it('explains a bad target', () => {
+    expect(() => parseTarget('a@b@c')).toThrow(/write \[user@\]host\[:port\]/);
+    expect(() => parseTarget('h:99999')).toThrow(/out of range/);
+  });
+  it('parses durations', () => {
+    expect(parseDuration('30')).toBe(30);
+    expect(parseDuration('45s')).toBe(45);
+    expect(parseDuration('5m')).toBe(300);
+    expect(parseDuration('1h')).toBe(3600);
+    expect(() => parseDuration('soon')).toThrow(/write e.g. 30s/);
+  });
+});
