@@ -5,7 +5,9 @@ import { existsSync } from 'node:fs';
 
 const [major, minor] = process.versions.node.split('.').map(Number);
 if (major < 22 || (major === 22 && minor < 12)) {
-  process.stderr.write(`tapdeck: Node ${process.versions.node} is too old: Tapdeck needs Node 22.12 or newer (run scripts/bootstrap, or install node@22).\n`);
+  process.stderr.write(
+    `tapdeck: Node ${process.versions.node} is too old: Tapdeck needs Node 22.12 or newer (run scripts/bootstrap, or install node@22).\n`,
+  );
   process.exit(2);
 }
 const source = new URL('../main/cli/index.ts', import.meta.url);

@@ -19,7 +19,8 @@ function findRoot(start: string): string {
 /** The package root: the folder holding package.json. */
 export const APP_ROOT = findRoot(dirname(fileURLToPath(import.meta.url)));
 
-export const VERSION = (JSON.parse(readFileSync(join(APP_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
+export const VERSION = (JSON.parse(readFileSync(join(APP_ROOT, 'package.json'), 'utf8')) as { version: string })
+  .version;
 
 /** The built renderer (index.html and assets). */
 export const RENDERER_DIR = join(APP_ROOT, 'dist', 'app');

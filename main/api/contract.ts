@@ -99,10 +99,7 @@ export const CHANNELS = [
   'requests:query',
 ] as const satisfies readonly Channel[];
 
-export const EVENT_NAMES = [
-  'capture:updated',
-  'spans:added',
-] as const satisfies readonly EventName[];
+export const EVENT_NAMES = ['capture:updated', 'spans:added'] as const satisfies readonly EventName[];
 
 export function isChannel(name: unknown): name is Channel {
   return typeof name === 'string' && (CHANNELS as readonly string[]).includes(name);

@@ -5,17 +5,7 @@
 export type SignalSource = 'ebpf' | 'packet' | 'otel';
 
 export type ObservationPoint =
-  | 'c-p'
-  | 's-p'
-  | 'c'
-  | 's'
-  | 'c-nd'
-  | 's-nd'
-  | 'local'
-  | 'rest'
-  | 'c-app'
-  | 's-app'
-  | 'app';
+  'c-p' | 's-p' | 'c' | 's' | 'c-nd' | 's-nd' | 'local' | 'rest' | 'c-app' | 's-app' | 'app';
 
 export type ResponseStatus = 'ok' | 'client_error' | 'server_error' | 'timeout' | 'unknown';
 

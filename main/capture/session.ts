@@ -52,6 +52,10 @@ export class CaptureError extends Error {
   }
 }
 
+function str(v: unknown, fallback: string): string {
+  return typeof v === 'string' ? v : typeof v === 'number' ? String(v) : fallback;
+}
+
 function num(v: unknown): number {
   return typeof v === 'number' && Number.isFinite(v) ? v : 0;
 }
@@ -175,12 +179,15 @@ export async function startCapture(opts: CaptureOptions): Promise<CaptureHandle>
   const onFrame = (f: Frame): void => {
     switch (f.type) {
       case 'hello':
-        void publish({ state: 'running' }, {
-          collectorVersion: String(f.body['collector_version'] ?? ''),
-          kernel: String(f.body['kernel'] ?? probe.kernel),
-          hello: f.body,
-        });
-        log(`collector ${String(f.body['collector_version'])} running on ${node}`);
+        void publish(
+          { state: 'running' },
+          {
+            collectorVersion: str(f.body['collector_version'], ''),
+            kernel: str(f.body['kernel'], probe.kernel),
+            hello: f.body,
+          },
+        );
+        log(`collector ${str(f.body['collector_version'], '?')} running on ${node}`);
         resolveStarted();
         break;
       case 'span': {
@@ -227,11 +234,11 @@ export async function startCapture(opts: CaptureOptions): Promise<CaptureHandle>
         break;
       }
       case 'error':
-        fatal = String(f.body['message'] ?? 'the collector failed');
+        fatal = str(f.body['message'], 'the collector failed');
         log(`collector error: ${fatal}`);
         break;
       case 'bye':
-        byeReason = String(f.body['reason'] ?? 'unknown');
+        byeReason = str(f.body['reason'], 'unknown');
         break;
       case 'flow':
         break;
@@ -269,7 +276,12 @@ export async function startCapture(opts: CaptureOptions): Promise<CaptureHandle>
           state = 'failed';
           message = fatal;
         } else if (byeReason) {
-          message = { duration: 'the capture reached its duration', stdin_closed: 'stopped', signal: 'the collector was stopped by a signal' }[byeReason] ?? `ended (${byeReason})`;
+          message =
+            {
+              duration: 'the capture reached its duration',
+              stdin_closed: 'stopped',
+              signal: 'the collector was stopped by a signal',
+            }[byeReason] ?? `ended (${byeReason})`;
         } else if (stopRequested) {
           message = 'stopped';
         } else {
@@ -278,7 +290,8 @@ export async function startCapture(opts: CaptureOptions): Promise<CaptureHandle>
           message = `The collector ended unexpectedly (exit ${code ?? signal ?? '?'})${tail ? `: ${tail}` : ''}. Spans received so far are kept.`;
         }
         if (truncated) message += ' The last frame was cut off; everything before it is kept.';
-        if (!cleaned) message += ` Could not confirm removal of ${deployment?.dir ?? 'the collector directory'} on ${node}: check and remove it by hand.`;
+        if (!cleaned)
+          message += ` Could not confirm removal of ${deployment?.dir ?? 'the collector directory'} on ${node}: check and remove it by hand.`;
         await publish({ state, message, endedAtUs: Date.now() * 1000 });
         rejectStarted(new CaptureError(id, message));
         resolve(info);

@@ -116,7 +116,8 @@ function requestQuery(values: Record<string, string | boolean | string[] | undef
   const str = (k: string): string | undefined => values[k] as string | undefined;
   const status = str('status');
   const statuses = ['ok', 'client_error', 'server_error', 'timeout', 'unknown'];
-  if (status && !statuses.includes(status)) throw new UsageError(`--status "${status}" is not one of ${statuses.join(', ')}.`);
+  if (status && !statuses.includes(status))
+    throw new UsageError(`--status "${status}" is not one of ${statuses.join(', ')}.`);
   const code = intArg(str('code'), '--code');
   const minDur = str('min-duration');
   return {
@@ -179,7 +180,8 @@ async function requestsCmd(args: string[]): Promise<number> {
     capture: { type: 'string' },
   });
   const db = need(values.db, '--db');
-  if (!existsSync(db)) throw new UsageError(`${db} does not exist: capture into it first with "tapdeck capture --db ${db} …".`);
+  if (!existsSync(db))
+    throw new UsageError(`${db} does not exist: capture into it first with "tapdeck capture --db ${db} …".`);
   const store = await Store.open(db);
   try {
     const page = await store.querySpans(requestQuery(values));

@@ -19,7 +19,6 @@ export interface Core {
   close(): Promise<void>;
 }
 
-
 export async function createCore(opts: CoreOptions): Promise<Core> {
   const store = await Store.open(opts.dbPath);
   const events = new EventBus();

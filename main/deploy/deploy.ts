@@ -51,20 +51,30 @@ export interface Deployment {
 /** Creates a private directory, uploads the binary by SFTP and checks its sha256 on the node. */
 export async function uploadCollector(client: Client, probe: NodeProbe): Promise<Deployment> {
   const local = findCollector(probe.arch);
-  if (!local) throw new DeployError(`No collector binary for ${probe.arch}: run "npm run build:collector" (looked in ${collectorCandidates(probe.arch).join(', ')}).`);
+  if (!local)
+    throw new DeployError(
+      `No collector binary for ${probe.arch}: run "npm run build:collector" (looked in ${collectorCandidates(probe.arch).join(', ')}).`,
+    );
   const data = readFileSync(local);
   const sha256 = createHash('sha256').update(data).digest('hex');
 
   const mk = await exec(client, `umask 077 && mktemp -d "\${TMPDIR:-/tmp}/tapdeck.XXXXXXXX"`);
   const dir = mk.stdout.trim();
   if (mk.code !== 0 || !dir.startsWith('/')) {
-    throw new DeployError(`Cannot create a private temporary directory on ${probe.hostname}: ${mk.stderr.trim() || `exit ${mk.code}`}. Is /tmp writable?`);
+    throw new DeployError(
+      `Cannot create a private temporary directory on ${probe.hostname}: ${mk.stderr.trim() || `exit ${mk.code}`}. Is /tmp writable?`,
+    );
   }
   const binary = `${dir}/tapdeck-collector`;
   try {
     await new Promise<void>((resolve, reject) => {
       client.sftp((err, sftp) => {
-        if (err) return reject(new DeployError(`The node's sshd offers no SFTP subsystem (${err.message}): enable "Subsystem sftp" in sshd_config.`));
+        if (err)
+          return reject(
+            new DeployError(
+              `The node's sshd offers no SFTP subsystem (${err.message}): enable "Subsystem sftp" in sshd_config.`,
+            ),
+          );
         const ws = sftp.createWriteStream(binary, { mode: 0o700 });
         ws.on('error', (e: Error) => {
           sftp.end();
@@ -80,7 +90,9 @@ export async function uploadCollector(client: Client, probe: NodeProbe): Promise
     const check = await exec(client, `chmod 700 ${shq(binary)} && sha256sum ${shq(binary)}`);
     const remoteHash = check.stdout.trim().split(/\s+/)[0];
     if (check.code !== 0 || remoteHash !== sha256) {
-      throw new DeployError(`The collector uploaded to ${probe.hostname} does not match (sha256 ${remoteHash ?? '?'} there, ${sha256} here): the transfer was corrupted or altered. Nothing was run; try again.`);
+      throw new DeployError(
+        `The collector uploaded to ${probe.hostname} does not match (sha256 ${remoteHash ?? '?'} there, ${sha256} here): the transfer was corrupted or altered. Nothing was run; try again.`,
+      );
     }
   } catch (err) {
     await removeDeployment(client, dir).catch(() => undefined);
@@ -117,7 +129,8 @@ export function startCollector(client: Client, command: string): Promise<ClientC
 }
 
 export async function removeDeployment(client: Client, dir: string): Promise<boolean> {
-  if (!/^\/[\w./-]*tapdeck\.[A-Za-z0-9]+$/.test(dir)) throw new DeployError(`Refusing to remove unexpected path ${dir}.`);
+  if (!/^\/[\w./-]*tapdeck\.[A-Za-z0-9]+$/.test(dir))
+    throw new DeployError(`Refusing to remove unexpected path ${dir}.`);
   const r = await exec(client, `rm -rf ${shq(dir)}; test ! -e ${shq(dir)}`);
   return r.code === 0;
 }

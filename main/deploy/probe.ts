@@ -16,7 +16,8 @@ export interface NodeProbe {
   hasSha256sum: boolean;
 }
 
-export type ProbeErrorCode = 'no_sudo' | 'no_btf' | 'old_kernel' | 'arch' | 'probe_failed' | 'no_sha256sum' | 'not_linux';
+export type ProbeErrorCode =
+  'no_sudo' | 'no_btf' | 'old_kernel' | 'arch' | 'probe_failed' | 'no_sha256sum' | 'not_linux';
 
 export class ProbeError extends Error {
   override name = 'ProbeError';
@@ -48,11 +49,18 @@ export function parseProbe(out: string): NodeProbe {
   }
   const need = (k: string): string => {
     const v = kv.get(k);
-    if (v === undefined) throw new ProbeError('probe_failed', `The node's answer to the probe lacks "${k}": is its login shell a POSIX shell?`);
+    if (v === undefined)
+      throw new ProbeError(
+        'probe_failed',
+        `The node's answer to the probe lacks "${k}": is its login shell a POSIX shell?`,
+      );
     return v;
   };
   if (need('os') !== 'Linux') {
-    throw new ProbeError('not_linux', `The node runs ${need('os')}, not Linux: Tapdeck's collector needs a Linux kernel with eBPF.`);
+    throw new ProbeError(
+      'not_linux',
+      `The node runs ${need('os')}, not Linux: Tapdeck's collector needs a Linux kernel with eBPF.`,
+    );
   }
   return {
     hostname: need('hostname'),
@@ -74,26 +82,44 @@ export function kernelVersion(release: string): [number, number] | null {
 export function checkProbe(p: NodeProbe, supportedArches: readonly string[]): void {
   const kv = kernelVersion(p.kernel);
   if (kv && (kv[0] < MIN_KERNEL[0] || (kv[0] === MIN_KERNEL[0] && kv[1] < MIN_KERNEL[1]))) {
-    throw new ProbeError('old_kernel', `${p.hostname} runs kernel ${p.kernel}, older than ${MIN_KERNEL.join('.')}: the collector needs BPF ring buffers and BTF (5.8 or newer). Capture on a node with a newer kernel.`);
+    throw new ProbeError(
+      'old_kernel',
+      `${p.hostname} runs kernel ${p.kernel}, older than ${MIN_KERNEL.join('.')}: the collector needs BPF ring buffers and BTF (5.8 or newer). Capture on a node with a newer kernel.`,
+    );
   }
   if (!p.btf) {
-    throw new ProbeError('no_btf', `${p.hostname} (kernel ${p.kernel}) has no /sys/kernel/btf/vmlinux: the collector needs a kernel built with CONFIG_DEBUG_INFO_BTF=y. Most distribution kernels since 2021 have it; upgrade the kernel package.`);
+    throw new ProbeError(
+      'no_btf',
+      `${p.hostname} (kernel ${p.kernel}) has no /sys/kernel/btf/vmlinux: the collector needs a kernel built with CONFIG_DEBUG_INFO_BTF=y. Most distribution kernels since 2021 have it; upgrade the kernel package.`,
+    );
   }
   if (p.privilege === 'none') {
-    throw new ProbeError('no_sudo', `User ${p.user} on ${p.hostname} is not root and cannot run sudo without a password (sudo -n failed). Grant it passwordless sudo (e.g. "${p.user} ALL=(root) NOPASSWD: ALL" in /etc/sudoers.d/), or connect as root.`);
+    throw new ProbeError(
+      'no_sudo',
+      `User ${p.user} on ${p.hostname} is not root and cannot run sudo without a password (sudo -n failed). Grant it passwordless sudo (e.g. "${p.user} ALL=(root) NOPASSWD: ALL" in /etc/sudoers.d/), or connect as root.`,
+    );
   }
   if (!supportedArches.includes(p.arch)) {
-    throw new ProbeError('arch', `${p.hostname} is ${p.arch}, and this Tapdeck has a collector only for ${supportedArches.join(', ') || 'no architecture'}: build remote-collector for ${p.arch} (see README) or capture on a ${supportedArches.join('/')} node.`);
+    throw new ProbeError(
+      'arch',
+      `${p.hostname} is ${p.arch}, and this Tapdeck has a collector only for ${supportedArches.join(', ') || 'no architecture'}: build remote-collector for ${p.arch} (see README) or capture on a ${supportedArches.join('/')} node.`,
+    );
   }
   if (!p.hasSha256sum) {
-    throw new ProbeError('no_sha256sum', `${p.hostname} has no sha256sum, so Tapdeck cannot check the uploaded collector before running it as root. Install coreutils on the node.`);
+    throw new ProbeError(
+      'no_sha256sum',
+      `${p.hostname} has no sha256sum, so Tapdeck cannot check the uploaded collector before running it as root. Install coreutils on the node.`,
+    );
   }
 }
 
 export async function probeNode(client: Client): Promise<NodeProbe> {
   const r = await exec(client, `sh -c '${PROBE_SCRIPT.replace(/'/g, `'\\''`)}'`);
   if (r.code !== 0) {
-    throw new ProbeError('probe_failed', `Probing the node failed (exit ${r.code}): ${r.stderr.trim() || 'no message'}.`);
+    throw new ProbeError(
+      'probe_failed',
+      `Probing the node failed (exit ${r.code}): ${r.stderr.trim() || 'no message'}.`,
+    );
   }
   return parseProbe(r.stdout);
 }

@@ -20,9 +20,7 @@ export const FRAME_TYPES = {
 } as const;
 
 export type FrameTypeName = keyof typeof FRAME_TYPES;
-const TYPE_NAMES = new Map<number, FrameTypeName>(
-  Object.entries(FRAME_TYPES).map(([k, v]) => [v, k as FrameTypeName]),
-);
+const TYPE_NAMES = new Map<number, FrameTypeName>(Object.entries(FRAME_TYPES).map(([k, v]) => [v, k as FrameTypeName]));
 
 export interface Frame {
   type: FrameTypeName;
@@ -70,7 +68,11 @@ export class FrameDecoder {
       }
       const version = b[pos + 2]!;
       if (version !== FRAME_VERSION) {
-        this.fault(pos, 'bad_version', `frame version ${version}; this Tapdeck reads version ${FRAME_VERSION}: update Tapdeck or the collector so they match`);
+        this.fault(
+          pos,
+          'bad_version',
+          `frame version ${version}; this Tapdeck reads version ${FRAME_VERSION}: update Tapdeck or the collector so they match`,
+        );
         pos = this.findMagic(pos + 1);
         continue;
       }

@@ -40,7 +40,8 @@ export function parseTarget(spec: string): SshTarget {
     throw new SshError('bad_target', `"${spec}" is not a target: write [user@]host[:port], e.g. admin@10.0.0.5:22.`);
   }
   const port = m[3] ? Number(m[3]) : 22;
-  if (!(port > 0 && port < 65536)) throw new SshError('bad_target', `Port ${m[3]} in "${spec}" is out of range (1-65535).`);
+  if (!(port > 0 && port < 65536))
+    throw new SshError('bad_target', `Port ${m[3]} in "${spec}" is out of range (1-65535).`);
   const host = m[2]!.replace(/^\[(.*)\]$/, '$1');
   return { user: m[1] ?? userInfo().username, host, port };
 }
@@ -67,18 +68,20 @@ function authConfig(identity: string | undefined): Pick<ConnectConfig, 'privateK
     try {
       return { privateKey: readFileSync(identity) };
     } catch (err) {
-      throw new SshError('identity', `Cannot read the identity file ${identity}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}. Check the path, or leave it out to use ssh-agent.`);
+      throw new SshError(
+        'identity',
+        `Cannot read the identity file ${identity}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}. Check the path, or leave it out to use ssh-agent.`,
+      );
     }
   }
   if (process.env['SSH_AUTH_SOCK']) return { agent: process.env['SSH_AUTH_SOCK'] };
-  throw new SshError('identity', 'No identity file given and no ssh-agent running (SSH_AUTH_SOCK is unset): pass --identity FILE or start ssh-agent and add your key.');
+  throw new SshError(
+    'identity',
+    'No identity file given and no ssh-agent running (SSH_AUTH_SOCK is unset): pass --identity FILE or start ssh-agent and add your key.',
+  );
 }
 
-function connectOne(
-  t: SshTarget,
-  opts: ConnectOptions,
-  sock?: ClientChannel,
-): Promise<Client> {
+function connectOne(t: SshTarget, opts: ConnectOptions, sock?: ClientChannel): Promise<Client> {
   const knownHostsFile = opts.knownHostsFile ?? DEFAULT_KNOWN_HOSTS;
   const auth = authConfig(opts.identity);
   return new Promise<Client>((resolve, reject) => {
@@ -99,23 +102,47 @@ function connectOne(
       if (hostKeyFailure) return fail(hostKeyFailure);
       const where = `${t.host}:${t.port}`;
       if (err.level === 'client-authentication') {
-        return fail(new SshError('auth', `${where} refused the key for user ${t.user}: add your public key to ~${t.user}/.ssh/authorized_keys on the node, or pass the right --identity.`));
+        return fail(
+          new SshError(
+            'auth',
+            `${where} refused the key for user ${t.user}: add your public key to ~${t.user}/.ssh/authorized_keys on the node, or pass the right --identity.`,
+          ),
+        );
       }
       if (err.level === 'client-timeout' || err.code === 'ETIMEDOUT') {
-        return fail(new SshError('timeout', `${where} did not answer in time: check the address, the port and any firewall between you and the node.`));
+        return fail(
+          new SshError(
+            'timeout',
+            `${where} did not answer in time: check the address, the port and any firewall between you and the node.`,
+          ),
+        );
       }
       if (err.code === 'ECONNREFUSED') {
-        return fail(new SshError('unreachable', `${where} refused the connection: is sshd running there and listening on port ${t.port}?`));
+        return fail(
+          new SshError(
+            'unreachable',
+            `${where} refused the connection: is sshd running there and listening on port ${t.port}?`,
+          ),
+        );
       }
       if (err.code === 'ENOTFOUND' || err.code === 'EAI_AGAIN') {
-        return fail(new SshError('unreachable', `Cannot resolve ${t.host}: check the host name or use its IP address.`));
+        return fail(
+          new SshError('unreachable', `Cannot resolve ${t.host}: check the host name or use its IP address.`),
+        );
       }
       if (err.code === 'EHOSTUNREACH' || err.code === 'ENETUNREACH') {
-        return fail(new SshError('unreachable', `${where} is unreachable from here (${err.code}): check your VPN or route to the node.`));
+        return fail(
+          new SshError(
+            'unreachable',
+            `${where} is unreachable from here (${err.code}): check your VPN or route to the node.`,
+          ),
+        );
       }
       fail(new SshError('unreachable', `Cannot connect to ${where}: ${err.message}.`));
     });
-    client.on('close', () => fail(new SshError('closed', `The SSH connection to ${t.host}:${t.port} closed during set-up.`)));
+    client.on('close', () =>
+      fail(new SshError('closed', `The SSH connection to ${t.host}:${t.port} closed during set-up.`)),
+    );
 
     const config: ConnectConfig = {
       host: t.host,
@@ -139,14 +166,23 @@ function connectOne(
           case 'known':
             return true;
           case 'revoked':
-            hostKeyFailure = new SshError('host_key_revoked', `The host key of ${id} is marked @revoked in ${knownHostsFile} (line ${verdict.line}); refusing to connect.`);
+            hostKeyFailure = new SshError(
+              'host_key_revoked',
+              `The host key of ${id} is marked @revoked in ${knownHostsFile} (line ${verdict.line}); refusing to connect.`,
+            );
             return false;
           case 'changed':
-            hostKeyFailure = new SshError('host_key_changed', `The host key of ${id} has CHANGED (${knownHostsFile} line ${verdict.line} holds a different ${verdict.knownType} key). This could be an attack; if the node was rebuilt, confirm its new key out of band, remove that line, and connect again.`);
+            hostKeyFailure = new SshError(
+              'host_key_changed',
+              `The host key of ${id} has CHANGED (${knownHostsFile} line ${verdict.line} holds a different ${verdict.knownType} key). This could be an attack; if the node was rebuilt, confirm its new key out of band, remove that line, and connect again.`,
+            );
             return false;
           case 'unknown':
             if (!opts.acceptNewHostKey) {
-              hostKeyFailure = new SshError('host_key_unknown', `${id} is not in ${knownHostsFile}. Check its ${type} key fingerprint out of band, then connect again with --accept-new-host-key to record it.`);
+              hostKeyFailure = new SshError(
+                'host_key_unknown',
+                `${id} is not in ${knownHostsFile}. Check its ${type} key fingerprint out of band, then connect again with --accept-new-host-key to record it.`,
+              );
               return false;
             }
             addHostKey(knownHostsFile, t.host, t.port, key);
@@ -159,7 +195,12 @@ function connectOne(
     try {
       client.connect(config);
     } catch (err) {
-      fail(new SshError('identity', `Cannot use the identity: ${(err as Error).message}. Is it a private key without a passphrase (or loaded in ssh-agent)?`));
+      fail(
+        new SshError(
+          'identity',
+          `Cannot use the identity: ${(err as Error).message}. Is it a private key without a passphrase (or loaded in ssh-agent)?`,
+        ),
+      );
     }
   });
 }
@@ -171,7 +212,12 @@ export async function connect(opts: ConnectOptions): Promise<Client> {
   const sock = await new Promise<ClientChannel>((resolve, reject) => {
     jump.forwardOut('127.0.0.1', 0, opts.target.host, opts.target.port, (err, ch) => {
       if (err) {
-        reject(new SshError('unreachable', `The jump host ${opts.jump!.host} cannot reach ${opts.target.host}:${opts.target.port}: ${err.message}.`));
+        reject(
+          new SshError(
+            'unreachable',
+            `The jump host ${opts.jump!.host} cannot reach ${opts.target.host}:${opts.target.port}: ${err.message}.`,
+          ),
+        );
       } else resolve(ch);
     });
   }).catch((err: unknown) => {

@@ -52,7 +52,12 @@ export function parseKnownHosts(text: string): Entry[] {
 
 function wildcardMatch(pattern: string, name: string): boolean {
   const re = new RegExp(
-    '^' + pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.') + '$',
+    '^' +
+      pattern
+        .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+        .replace(/\*/g, '.*')
+        .replace(/\?/g, '.') +
+      '$',
     'i',
   );
   return re.test(name);
@@ -82,7 +87,9 @@ export function patternsMatch(patterns: string, name: string): boolean {
 export function checkHostKey(text: string, host: string, port: number, key: Buffer): HostKeyVerdict {
   const name = hostId(host, port);
   const type = keyTypeOf(key);
-  const entries = parseKnownHosts(text).filter((e) => e.marker !== '@cert-authority' && patternsMatch(e.patterns, name));
+  const entries = parseKnownHosts(text).filter(
+    (e) => e.marker !== '@cert-authority' && patternsMatch(e.patterns, name),
+  );
   const revoked = entries.find((e) => e.marker === '@revoked' && e.key.equals(key));
   if (revoked) return { status: 'revoked', line: revoked.line };
   const plain = entries.filter((e) => e.marker === '');

@@ -13,7 +13,9 @@ export function openDb(file: string, opts: { readonly?: boolean } = {}): Db {
   try {
     db = new Database(file, { readonly: opts.readonly ?? false, fileMustExist: opts.readonly ?? false });
   } catch (err) {
-    throw new SchemaError(`Cannot open capture file ${file}: ${(err as Error).message}. Check the path and its permissions.`);
+    throw new SchemaError(
+      `Cannot open capture file ${file}: ${(err as Error).message}. Check the path and its permissions.`,
+    );
   }
   try {
     db.pragma('busy_timeout = 5000');
@@ -166,7 +168,10 @@ export function insertSpans(db: Db, captureId: number, spans: readonly Span[]): 
 
 function rowToSpan(r: Record<string, unknown>): StoredSpan {
   const attrs = r['attributes'];
-  return { ...r, attributes: typeof attrs === 'string' ? (JSON.parse(attrs) as Record<string, unknown>) : null } as StoredSpan;
+  return {
+    ...r,
+    attributes: typeof attrs === 'string' ? (JSON.parse(attrs) as Record<string, unknown>) : null,
+  } as StoredSpan;
 }
 
 export const DEFAULT_LIMIT = 200;

@@ -17,5 +17,4 @@ export type StoreRequest = { id?: number } & (
 );
 
 export type StoreResponse =
-  | { id: number; ok: true; value: unknown }
-  | { id: number; ok: false; error: { name: string; message: string } };
+  { id: number; ok: true; value: unknown } | { id: number; ok: false; error: { name: string; message: string } };

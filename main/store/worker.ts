@@ -15,7 +15,11 @@ try {
   conn = db.openDb(file);
   port.postMessage({ id: 0, ok: true, value: null } satisfies StoreResponse);
 } catch (err) {
-  port.postMessage({ id: 0, ok: false, error: { name: (err as Error).name, message: (err as Error).message } } satisfies StoreResponse);
+  port.postMessage({
+    id: 0,
+    ok: false,
+    error: { name: (err as Error).name, message: (err as Error).message },
+  } satisfies StoreResponse);
   process.exit(0);
 }
 
@@ -81,7 +85,8 @@ port.on('message', (req: StoreRequest) => {
     if (req.op === 'close') port.close();
   } catch (err) {
     const e = err as Error;
-    if (req.id !== undefined) port.postMessage({ id: req.id, ok: false, error: { name: e.name, message: e.message } } satisfies StoreResponse);
+    if (req.id !== undefined)
+      port.postMessage({ id: req.id, ok: false, error: { name: e.name, message: e.message } } satisfies StoreResponse);
     else console.error(`tapdeck store: ${req.op} failed: ${e.message}`);
   }
 });

@@ -3,13 +3,31 @@ import { checkProbe, kernelVersion, parseProbe, type NodeProbe } from '../../../
 import { collectorCommand } from '../../../main/deploy/deploy.ts';
 
 const out = (over: Record<string, string> = {}) =>
-  Object.entries({ os: 'Linux', arch: 'x86_64', kernel: '6.1.0-18-amd64', hostname: 'gw1', user: 'ops', btf: 'yes', priv: 'sudo', sha256sum: 'yes', ...over })
+  Object.entries({
+    os: 'Linux',
+    arch: 'x86_64',
+    kernel: '6.1.0-18-amd64',
+    hostname: 'gw1',
+    user: 'ops',
+    btf: 'yes',
+    priv: 'sudo',
+    sha256sum: 'yes',
+    ...over,
+  })
     .map(([k, v]) => `${k}=${v}`)
     .join('\n');
 
 describe('node probe', () => {
   it('parses the probe answer', () => {
-    expect(parseProbe(out())).toEqual<NodeProbe>({ hostname: 'gw1', arch: 'x86_64', kernel: '6.1.0-18-amd64', btf: true, privilege: 'sudo', user: 'ops', hasSha256sum: true });
+    expect(parseProbe(out())).toEqual<NodeProbe>({
+      hostname: 'gw1',
+      arch: 'x86_64',
+      kernel: '6.1.0-18-amd64',
+      btf: true,
+      privilege: 'sudo',
+      user: 'ops',
+      hasSha256sum: true,
+    });
   });
 
   it('explains an incomplete answer and a non-Linux node', () => {
@@ -22,7 +40,10 @@ describe('node probe', () => {
     expect(kernelVersion('weird')).toBeNull();
   });
 
-  const check = (over: Record<string, string>, arches = ['x86_64']) => () => checkProbe(parseProbe(out(over)), arches);
+  const check =
+    (over: Record<string, string>, arches = ['x86_64']) =>
+    () =>
+      checkProbe(parseProbe(out(over)), arches);
 
   it('accepts a capable node', () => {
     expect(check({})).not.toThrow();

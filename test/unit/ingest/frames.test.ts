@@ -1,7 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { encodeFrame, FrameDecoder, HEADER_LEN, MAX_BODY } from '../../../main/ingest/frames.ts';
 
-const span = (n: number) => ({ signal_source: 'ebpf', observation_point: 's-p', request_resource: `/api/items?id=${n}` });
+const span = (n: number) => ({
+  signal_source: 'ebpf',
+  observation_point: 's-p',
+  request_resource: `/api/items?id=${n}`,
+});
 
 describe('frame codec', () => {
   it('encodes the header of STREAM.md: magic TD, version 1, type, u32le length', () => {
@@ -12,7 +16,11 @@ describe('frame codec', () => {
   });
 
   it('decodes frames split at every byte boundary', () => {
-    const stream = Buffer.concat([encodeFrame('hello', { protocol_version: 1 }), encodeFrame('span', span(1)), encodeFrame('bye', { reason: 'duration' })]);
+    const stream = Buffer.concat([
+      encodeFrame('hello', { protocol_version: 1 }),
+      encodeFrame('span', span(1)),
+      encodeFrame('bye', { reason: 'duration' }),
+    ]);
     for (let cut = 0; cut <= stream.length; cut++) {
       const d = new FrameDecoder();
       const frames = [...d.push(stream.subarray(0, cut)), ...d.push(stream.subarray(cut))];
@@ -32,7 +40,9 @@ describe('frame codec', () => {
 
   it('keeps frames before garbage, reports one fault, and resyncs on the next frame', () => {
     const d = new FrameDecoder();
-    const frames = d.push(Buffer.concat([encodeFrame('span', span(1)), Buffer.from('garbage bytes here!!'), encodeFrame('span', span(2))]));
+    const frames = d.push(
+      Buffer.concat([encodeFrame('span', span(1)), Buffer.from('garbage bytes here!!'), encodeFrame('span', span(2))]),
+    );
     expect(frames.map((f) => f.body['request_resource'])).toEqual(['/api/items?id=1', '/api/items?id=2']);
     expect(d.faults).toHaveLength(1);
     expect(d.faults[0]!.reason).toBe('bad_magic');

@@ -3,7 +3,14 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { addHostKey, checkHostKey, hostId, keyTypeOf, parseKnownHosts, patternsMatch } from '../../../main/ssh/known-hosts.ts';
+import {
+  addHostKey,
+  checkHostKey,
+  hostId,
+  keyTypeOf,
+  parseKnownHosts,
+  patternsMatch,
+} from '../../../main/ssh/known-hosts.ts';
 
 /** An ssh-ed25519 public key blob, as a server presents it. */
 function ed25519Blob(): Buffer {
@@ -48,7 +55,11 @@ describe('known_hosts', () => {
 
   it('reports a changed key with the line that holds the old one', () => {
     const text = `# comment\n${line('other', keyB)}\n${line('gw1,gw1.example', keyA)}\n`;
-    expect(checkHostKey(text, 'gw1.example', 22, keyB)).toEqual({ status: 'changed', line: 3, knownType: 'ssh-ed25519' });
+    expect(checkHostKey(text, 'gw1.example', 22, keyB)).toEqual({
+      status: 'changed',
+      line: 3,
+      knownType: 'ssh-ed25519',
+    });
   });
 
   it('matches hashed entries and wildcards, and honours negation', () => {

@@ -14,13 +14,47 @@ const file = () => join(dir, `c${n++}.sqlite`);
 
 export function span(over: Partial<Span> = {}): Span {
   return {
-    signal_source: 'ebpf', observation_point: 's-p', start_time_us: 1_700_000_000_000_000, end_time_us: 1_700_000_000_005_000, duration_us: 5000,
-    node: 'gw1', pid: 10, tid: 10, process_name: 'nginx', container_id: null, netns: null, interface: null,
-    client_ip: '198.18.0.10', client_port: 40000, server_ip: '198.18.0.20', server_port: 80, l4_protocol: 'TCP', l7_protocol: 'HTTP', version: '1.1',
-    request_type: 'GET', request_domain: 'gw', request_resource: '/api/items?id=1', endpoint: '/api/items', response_code: 200, response_status: 'ok',
-    response_exception: null, request_length: 100, response_length: 200, x_request_id_0: 'r-1', x_request_id_1: 'r-1', trace_id: null, span_id: null,
-    parent_span_id: null, syscall_trace_id_request: 1, syscall_trace_id_response: 2, req_tcp_seq: 1, resp_tcp_seq: 2, app_service: null, app_instance: null,
-    attributes: null, ...over,
+    signal_source: 'ebpf',
+    observation_point: 's-p',
+    start_time_us: 1_700_000_000_000_000,
+    end_time_us: 1_700_000_000_005_000,
+    duration_us: 5000,
+    node: 'gw1',
+    pid: 10,
+    tid: 10,
+    process_name: 'nginx',
+    container_id: null,
+    netns: null,
+    interface: null,
+    client_ip: '198.18.0.10',
+    client_port: 40000,
+    server_ip: '198.18.0.20',
+    server_port: 80,
+    l4_protocol: 'TCP',
+    l7_protocol: 'HTTP',
+    version: '1.1',
+    request_type: 'GET',
+    request_domain: 'gw',
+    request_resource: '/api/items?id=1',
+    endpoint: '/api/items',
+    response_code: 200,
+    response_status: 'ok',
+    response_exception: null,
+    request_length: 100,
+    response_length: 200,
+    x_request_id_0: 'r-1',
+    x_request_id_1: 'r-1',
+    trace_id: null,
+    span_id: null,
+    parent_span_id: null,
+    syscall_trace_id_request: 1,
+    syscall_trace_id_response: 2,
+    req_tcp_seq: 1,
+    resp_tcp_seq: 2,
+    app_service: null,
+    app_instance: null,
+    attributes: null,
+    ...over,
   };
 }
 
@@ -44,7 +78,11 @@ describe('schema migrations', () => {
     open.push(db);
     expect(migrate(db, MIGRATIONS.slice(0, 1))).toEqual([1]);
     db.prepare(`INSERT INTO captures (target, state, started_at_us) VALUES ('t', 'done', 1)`).run();
-    const next: Migration = { version: 2, description: 'test column', sql: 'ALTER TABLE captures ADD COLUMN note TEXT;' };
+    const next: Migration = {
+      version: 2,
+      description: 'test column',
+      sql: 'ALTER TABLE captures ADD COLUMN note TEXT;',
+    };
     expect(migrate(db, [...MIGRATIONS.slice(0, 1), next])).toEqual([2]);
     expect(migrate(db, [...MIGRATIONS.slice(0, 1), next])).toEqual([]);
     expect(db.prepare('SELECT target, note FROM captures').get()).toEqual({ target: 't', note: null });
@@ -54,7 +92,11 @@ describe('schema migrations', () => {
     const db = new Database(file());
     open.push(db);
     migrate(db);
-    const bad: Migration = { version: SCHEMA_VERSION + 1, description: 'broken', sql: 'CREATE TABLE x (a); THIS IS NOT SQL;' };
+    const bad: Migration = {
+      version: SCHEMA_VERSION + 1,
+      description: 'broken',
+      sql: 'CREATE TABLE x (a); THIS IS NOT SQL;',
+    };
     expect(() => migrate(db, [...MIGRATIONS, bad])).toThrow();
     expect(db.pragma('user_version', { simple: true })).toBe(SCHEMA_VERSION);
     expect(db.prepare(`SELECT count(*) n FROM sqlite_master WHERE name = 'x'`).get()).toEqual({ n: 0 });
@@ -82,20 +124,33 @@ describe('request log query', () => {
     const c = createCapture(db, { target: 't', startedAtUs: 1 });
     const spans: Span[] = [];
     for (let i = 0; i < 50; i++) {
-      spans.push(span({
-        start_time_us: 1_700_000_000_000_000 + i * 1000,
-        request_type: i % 2 ? 'POST' : 'GET',
-        response_code: i % 10 === 0 ? 502 : 200,
-        response_status: i % 10 === 0 ? 'server_error' : 'ok',
-        request_resource: `/api/items?id=${i}`,
-        x_request_id_0: `r-${i}`,
-        observation_point: i % 3 ? 's-p' : 'c-p',
-      }));
+      spans.push(
+        span({
+          start_time_us: 1_700_000_000_000_000 + i * 1000,
+          request_type: i % 2 ? 'POST' : 'GET',
+          response_code: i % 10 === 0 ? 502 : 200,
+          response_status: i % 10 === 0 ? 'server_error' : 'ok',
+          request_resource: `/api/items?id=${i}`,
+          x_request_id_0: `r-${i}`,
+          observation_point: i % 3 ? 's-p' : 'c-p',
+        }),
+      );
     }
     insertSpans(db, c, spans);
     const all = querySpans(db, { limit: 10 });
     expect(all.total).toBe(50);
-    expect(all.rows.map((r) => r.x_request_id_0)).toEqual(['r-49', 'r-48', 'r-47', 'r-46', 'r-45', 'r-44', 'r-43', 'r-42', 'r-41', 'r-40']);
+    expect(all.rows.map((r) => r.x_request_id_0)).toEqual([
+      'r-49',
+      'r-48',
+      'r-47',
+      'r-46',
+      'r-45',
+      'r-44',
+      'r-43',
+      'r-42',
+      'r-41',
+      'r-40',
+    ]);
     expect(querySpans(db, { status: 'server_error' }).total).toBe(5);
     expect(querySpans(db, { method: 'post' }).total).toBe(25);
     expect(querySpans(db, { path: 'id=4' }).total).toBe(11); // 4, 40..49
