@@ -1,0 +1,197 @@
+// The capture form: where to connect, how to trust the host, what to capture, for how
+// long. Start turns into Stop while a capture is in progress.
+
+import { useMutation, useQueryClient } from '@tanstack/react-query';
+import { useState, type FormEvent } from 'react';
+import type { CaptureInfo, CaptureRequest } from '../../../main/api/contract.ts';
+import { api } from '../api.ts';
+import { isTarget, parseDuration, parseList } from '../format.ts';
+import { capturesQuery, upsertCapture } from '../queries.ts';
+
+interface Fields {
+  target: string;
+  identity: string;
+  knownHosts: string;
+  acceptNewHostKey: boolean;
+  processes: string;
+  duration: string;
+}
+
+const STORAGE_KEY = 'tapdeck.captureForm';
+const EMPTY: Fields = {
+  target: '',
+  identity: '',
+  knownHosts: '',
+  acceptNewHostKey: false,
+  processes: '',
+  duration: '60s',
+};
+
+// File paths and names only (never secrets); the accept-new-host-key choice is not
+// remembered: it must be made on purpose each time.
+function loadFields(): Fields {
+  try {
+    const saved = JSON.parse(localStorage.getItem(STORAGE_KEY) ?? '{}') as Partial<Fields>;
+    return { ...EMPTY, ...saved, acceptNewHostKey: false };
+  } catch {
+    return EMPTY;
+  }
+}
+function saveFields(f: Fields): void {
+  try {
+    const { acceptNewHostKey: _, ...rest } = f;
+    localStorage.setItem(STORAGE_KEY, JSON.stringify(rest));
+  } catch {
+    /* storage disabled */
+  }
+}
+
+/** The request for the core, or a sentence saying what to fix. */
+function toRequest(f: Fields): CaptureRequest | string {
+  const target = f.target.trim();
+  if (!target) return 'Enter the node to capture, as [user@]host[:port].';
+  if (!isTarget(target)) return `"${target}" is not a target: write it as [user@]host[:port], e.g. root@gw-1:22.`;
+  const durationSec = parseDuration(f.duration);
+  if (durationSec === null) return `"${f.duration}" is not a duration: write it as 30s, 5m or 1h.`;
+  const req: CaptureRequest = { target, acceptNewHostKey: f.acceptNewHostKey };
+  if (f.identity.trim()) req.identity = f.identity.trim();
+  if (f.knownHosts.trim()) req.knownHosts = f.knownHosts.trim();
+  const processes = parseList(f.processes);
+  if (processes.length) req.processes = processes;
+  if (durationSec !== undefined) req.durationSec = durationSec;
+  return req;
+}
+
+export function CaptureForm({ active, latest }: { active: CaptureInfo | null; latest: CaptureInfo | null }) {
+  const qc = useQueryClient();
+  const [fields, setFields] = useState<Fields>(loadFields);
+  const [formError, setFormError] = useState<string | null>(null);
+  const remember = (info: CaptureInfo): void => {
+    qc.setQueryData(capturesQuery().queryKey, (old) => upsertCapture(old, info));
+  };
+  const start = useMutation({ mutationFn: (req: CaptureRequest) => api['capture:start'](req), onSuccess: remember });
+  const stop = useMutation({ mutationFn: (id: number) => api['capture:stop']({ id }), onSuccess: remember });
+
+  const set = <K extends keyof Fields>(key: K, value: Fields[K]): void => setFields((f) => ({ ...f, [key]: value }));
+
+  const onSubmit = (e: FormEvent): void => {
+    e.preventDefault();
+    if (active) {
+      start.reset();
+      stop.mutate(active.id);
+      return;
+    }
+    const req = toRequest(fields);
+    if (typeof req === 'string') {
+      setFormError(req);
+      return;
+    }
+    setFormError(null);
+    stop.reset();
+    saveFields(fields);
+    start.mutate(req);
+  };
+
+  const busy = start.isPending || stop.isPending || active?.state === 'stopping';
+  const locked = active !== null || start.isPending;
+  const callError = start.error?.message ?? stop.error?.message ?? null;
+  // A capture that failed to start is also recorded, and the status line shows its
+  // sentence; say it once.
+  const shownBelow = latest?.state === 'failed' && latest.message === callError;
+  const error = formError ?? (shownBelow ? null : callError);
+  const label = start.isPending
+    ? 'Starting…'
+    : active
+      ? active.state === 'stopping' || stop.isPending
+        ? 'Stopping…'
+        : 'Stop'
+      : 'Start';
+
+  return (
+    <form className="capture-form" onSubmit={onSubmit} aria-label="Capture">
+      <div className="fields">
+        <label className="field field-target">
+          <span>Target</span>
+          <input
+            name="target"
+            className="mono"
+            placeholder="[user@]host[:port]"
+            value={fields.target}
+            onChange={(e) => set('target', e.target.value)}
+            disabled={locked}
+            autoComplete="off"
+            spellCheck={false}
+          />
+        </label>
+        <label className="field field-path">
+          <span>Identity file</span>
+          <input
+            name="identity"
+            className="mono"
+            placeholder="ssh-agent when empty"
+            value={fields.identity}
+            onChange={(e) => set('identity', e.target.value)}
+            disabled={locked}
+            spellCheck={false}
+          />
+        </label>
+        <label className="field field-path">
+          <span>known_hosts</span>
+          <input
+            name="knownHosts"
+            className="mono"
+            placeholder="~/.ssh/known_hosts"
+            value={fields.knownHosts}
+            onChange={(e) => set('knownHosts', e.target.value)}
+            disabled={locked}
+            spellCheck={false}
+          />
+        </label>
+        <label className="field field-processes">
+          <span>Processes</span>
+          <input
+            name="processes"
+            className="mono"
+            placeholder="nginx, openresty, 4211"
+            value={fields.processes}
+            onChange={(e) => set('processes', e.target.value)}
+            disabled={locked}
+            spellCheck={false}
+          />
+        </label>
+        <label className="field field-duration">
+          <span>Duration</span>
+          <input
+            name="duration"
+            className="mono"
+            placeholder="60s"
+            value={fields.duration}
+            onChange={(e) => set('duration', e.target.value)}
+            disabled={locked}
+          />
+        </label>
+        <label
+          className="field-check"
+          title="Trust the node's host key on first connection and add it to known_hosts. A changed key is always refused."
+        >
+          <input
+            type="checkbox"
+            name="acceptNewHostKey"
+            checked={fields.acceptNewHostKey}
+            onChange={(e) => set('acceptNewHostKey', e.target.checked)}
+            disabled={locked}
+          />
+          <span>Accept a new host key</span>
+        </label>
+        <button type="submit" className={active ? 'btn btn-stop' : 'btn btn-start'} disabled={busy}>
+          {label}
+        </button>
+      </div>
+      {error && (
+        <p className="form-error" role="alert">
+          {error}
+        </p>
+      )}
+    </form>
+  );
+}
