@@ -7,14 +7,14 @@
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import type { BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createCore, type Core } from '../../main/core/core.ts';
 import { APP_ROOT, RENDERER_DIR } from '../../main/paths.ts';
 import { startWebServer, type WebServer } from '../../main/web/server.ts';
+import { launchChromium } from '../support/browser.ts';
 import { gatewayTraffic, makeSpan } from '../unit/web/span-fixtures.ts';
 
-const CHROMIUM = process.env['CHROMIUM_PATH'] ?? '/usr/bin/chromium';
 const ARTIFACTS = join(APP_ROOT, 'test', 'artifacts');
 
 let dir: string;
@@ -32,8 +32,6 @@ beforeAll(async () => {
   if (!existsSync(join(RENDERER_DIR, 'index.html'))) {
     throw new Error(`The renderer is not built (${RENDERER_DIR} has no index.html): run \`npx vite build\` first.`);
   }
-  if (!existsSync(CHROMIUM))
-    throw new Error(`Chromium is not at ${CHROMIUM}: install Debian's chromium or set CHROMIUM_PATH.`);
   dir = mkdtempSync(join(tmpdir(), 'tapdeck-browser-'));
   core = await createCore({ dbPath: join(dir, 'capture.sqlite'), mode: 'web' });
   captureId = await core.store.createCapture({ target: 'root@gw-1:22', startedAtUs: T0 });
@@ -55,20 +53,7 @@ beforeAll(async () => {
   core.events.emit('capture:updated', info);
   server = await startWebServer({ core, host: '127.0.0.1', rendererDir: RENDERER_DIR });
 
-  // A persistent context on a fresh profile folder: nothing from another run leaks in.
-  context = await chromium.launchPersistentContext(join(dir, 'chromium-profile'), {
-    executablePath: CHROMIUM,
-    headless: true,
-    viewport: { width: 1440, height: 900 },
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      '--no-first-run',
-    ],
-  });
+  context = await launchChromium(dir);
   page = context.pages()[0] ?? (await context.newPage());
   page.on('pageerror', (e) => pageErrors.push(e.message));
   page.on('console', (m) => {
