@@ -211,6 +211,7 @@ describe.skipIf(!isRoot)('tapdeck capture over SSH, end to end', () => {
       lab.LAB_SSH_KEY,
       '--known-hosts',
       knownHosts,
+      '--accept-new-host-key',
       '--duration',
       '5s',
       '--db',
