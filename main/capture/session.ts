@@ -71,6 +71,7 @@ export async function startCapture(opts: CaptureOptions): Promise<CaptureHandle>
   const jump = opts.jump ? parseTarget(opts.jump) : undefined;
   const durationSec = Math.min(Math.max(1, opts.durationSec ?? DEFAULT_DURATION_SEC), MAX_DURATION_SEC);
   const startedAtUs = Date.now() * 1000;
+  const t0 = performance.now();
   const id = await store.createCapture({ target: formatTarget(target), startedAtUs });
 
   let info: CaptureInfo = {
@@ -187,7 +188,9 @@ export async function startCapture(opts: CaptureOptions): Promise<CaptureHandle>
             hello: f.body,
           },
         );
-        log(`collector ${str(f.body['collector_version'], '?')} running on ${node}`);
+        log(
+          `collector ${str(f.body['collector_version'], '?')} running on ${node} (connect, probe, upload, start: ${((performance.now() - t0) / 1000).toFixed(2)} s)`,
+        );
         resolveStarted();
         break;
       case 'span': {

@@ -243,10 +243,10 @@ describe.skipIf(!isRoot)('tapdeck capture over SSH, end to end', () => {
     try {
       await until(
         'the web server URL',
-        () => /http:\/\/127\.0\.0\.1:\d+\/\?token=\w+/.test(serve.stdoutSoFar()),
+        () => /http:\/\/127\.0\.0\.1:\d+\/\?token=[\w-]+/.test(serve.stdoutSoFar()),
         20_000,
       );
-      const url = /http:\/\/127\.0\.0\.1:\d+\/\?token=\w+/.exec(serve.stdoutSoFar())![0];
+      const url = /http:\/\/127\.0\.0\.1:\d+\/\?token=[\w-]+/.exec(serve.stdoutSoFar())![0];
       const context = await launchChromium(work);
       try {
         const page = context.pages()[0] ?? (await context.newPage());
@@ -264,7 +264,9 @@ describe.skipIf(!isRoot)('tapdeck capture over SSH, end to end', () => {
         expect(await rows.first().locator('td.c-path').textContent()).toBe(probe.path);
         expect(await rows.first().locator('td.c-status').textContent()).toBe('404');
         await page.getByRole('button', { name: 'Clear' }).click();
-        await expect.poll(async () => (await count.textContent()) ?? '').toMatch(/requests/);
+        await expect
+          .poll(async () => (await count.textContent()) ?? '')
+          .toMatch(new RegExp(`^${spans.length.toLocaleString('en-US')} requests`));
         await page.screenshot({ path: join(ARTIFACTS, 'e2e-request-log.png') });
       } finally {
         await context.close();
