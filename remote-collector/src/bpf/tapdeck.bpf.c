@@ -1,0 +1,565 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Tapdeck syscall tracer (CO-RE).
+ *
+ * sys_enter_* remembers the arguments of a data syscall on a TCP socket made by a
+ * traced process (tgid in `pids`); sys_exit_* with ret > 0 copies up to
+ * `max_payload` bytes of what was read or written and sends one record to the
+ * `events` ring buffer. accept4/connect/close send small lifecycle records.
+ * Every lost record is counted in `counters`; nothing is dropped silently.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_endian.h>
+
+#include "tapdeck.h"
+
+#define AF_INET 2
+#define AF_INET6 10
+#define S_IFMT 00170000
+#define S_IFSOCK 0140000
+#define EINPROGRESS 115
+
+/* Wake userspace only once this much is queued; it polls on a short timeout anyway. */
+#define TD_WAKEUP_BYTES (256 * 1024)
+
+char LICENSE[] SEC("license") = "GPL";
+
+/* Set by userspace before load (--max-payload), clamped to TD_MAX_PAYLOAD. */
+const volatile __u32 max_payload = 4096;
+
+/* tgid -> 1 (added by userspace) or 2 (inherited through fork). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, __u8);
+} pids SEC(".maps");
+
+struct active_call {
+	__u64 enter_ns;
+	__u64 buf; /* buffer, or iovec array for the vectored calls */
+	__u32 len; /* buffer length, or iovec count */
+	__s32 fd;
+	__u8 syscall;
+	__u8 direction;
+	__u8 vectored;
+	__u8 pad[5];
+};
+
+/* pid_tgid -> the syscall in progress on that thread. A plain hash (an LRU hash
+ * costs several times more per update); the entry is deleted at exit, and a thread
+ * that dies inside a syscall leaves one entry that its tid's next call overwrites.
+ * A full map is counted (TD_CNT_ACTIVE_FULL). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct active_call);
+} active SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 8 * 1024 * 1024);
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct data_event);
+} scratch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, TD_CNT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&counters, &idx);
+
+	if (v)
+		*v += 1;
+}
+
+static __always_inline int is_traced(void)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+
+	return bpf_map_lookup_elem(&pids, &tgid) != NULL;
+}
+
+/* The struct sock behind fd if fd is an AF_INET/AF_INET6 TCP socket, else NULL. */
+static __always_inline struct sock *tcp_sock_of_fd(__s32 fd)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt;
+	struct file **fds;
+	struct file *file = NULL;
+	struct socket *socket;
+	struct sock *sk;
+	umode_t mode;
+	__u16 family, protocol;
+
+	if (fd < 0)
+		return NULL;
+	fdt = BPF_CORE_READ(task, files, fdt);
+	if (!fdt || (unsigned int)fd >= BPF_CORE_READ(fdt, max_fds))
+		return NULL;
+	fds = BPF_CORE_READ(fdt, fd);
+	if (bpf_core_read(&file, sizeof(file), &fds[fd]) || !file)
+		return NULL;
+	mode = BPF_CORE_READ(file, f_inode, i_mode);
+	if ((mode & S_IFMT) != S_IFSOCK)
+		return NULL;
+	socket = BPF_CORE_READ(file, private_data);
+	if (!socket)
+		return NULL;
+	sk = BPF_CORE_READ(socket, sk);
+	if (!sk)
+		return NULL;
+	family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (family != AF_INET && family != AF_INET6)
+		return NULL;
+	protocol = BPF_CORE_READ(sk, sk_protocol);
+	if (protocol != IPPROTO_TCP)
+		return NULL;
+	return sk;
+}
+
+static __always_inline void fill_socket(struct event_hdr *h, struct sock *sk)
+{
+	h->sock = (__u64)sk;
+	h->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	h->lport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	h->rport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	__builtin_memset(h->laddr, 0, sizeof(h->laddr));
+	__builtin_memset(h->raddr, 0, sizeof(h->raddr));
+	if (h->family == AF_INET) {
+		bpf_core_read(h->laddr, 4, &sk->__sk_common.skc_rcv_saddr);
+		bpf_core_read(h->raddr, 4, &sk->__sk_common.skc_daddr);
+	} else if (bpf_core_field_exists(sk->__sk_common.skc_v6_daddr)) {
+		bpf_core_read(h->laddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+		bpf_core_read(h->raddr, 16, &sk->__sk_common.skc_v6_daddr);
+	}
+}
+
+static __always_inline struct data_event *scratch_event(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&scratch, &zero);
+}
+
+static __always_inline void fill_task(struct event_hdr *h)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+
+	h->tgid = id >> 32;
+	h->tid = (__u32)id;
+	bpf_get_current_comm(h->comm, sizeof(h->comm));
+}
+
+static __always_inline void submit(struct data_event *e, __u32 copied)
+{
+	__u64 size, flags;
+
+	if (copied > TD_MAX_PAYLOAD)
+		copied = TD_MAX_PAYLOAD;
+	size = sizeof(struct event_hdr) + copied;
+	flags = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > TD_WAKEUP_BYTES ? BPF_RB_FORCE_WAKEUP
+										  : BPF_RB_NO_WAKEUP;
+	if (bpf_ringbuf_output(&events, e, size, flags))
+		count(TD_CNT_RINGBUF_FULL);
+}
+
+/* ---- data syscalls ------------------------------------------------------------ */
+
+/*
+ * Entry only remembers the arguments; whether fd is a TCP socket is checked at
+ * exit, and only when bytes moved: a proxy's reads return EAGAIN about as often
+ * as they return data, and those then cost a hash update and delete only.
+ */
+static __always_inline int enter_data(__s32 fd, __u64 buf, __u64 len, __u8 syscall, __u8 direction,
+				      __u8 vectored)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32;
+	struct active_call call = {};
+
+	if (!bpf_map_lookup_elem(&pids, &tgid))
+		return 0;
+	call.enter_ns = bpf_ktime_get_ns();
+	call.buf = buf;
+	call.len = len > 0xffffffff ? 0xffffffff : len;
+	call.fd = fd;
+	call.syscall = syscall;
+	call.direction = direction;
+	call.vectored = vectored;
+	if (bpf_map_update_elem(&active, &id, &call, BPF_ANY))
+		count(TD_CNT_ACTIVE_FULL);
+	return 0;
+}
+
+/* msghdr -> (iovec array, count), read at entry: the kernel does not change them. */
+static __always_inline int enter_msg(__s32 fd, __u64 msg_ptr, __u8 syscall, __u8 direction)
+{
+	struct user_msghdr msg = {};
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+
+	if (!bpf_map_lookup_elem(&pids, &tgid))
+		return 0;
+	if (bpf_probe_read_user(&msg, sizeof(msg), (void *)msg_ptr))
+		return 0;
+	return enter_data(fd, (__u64)msg.msg_iov, msg.msg_iovlen, syscall, direction, 1);
+}
+
+static __always_inline __u32 copy_flat(struct data_event *e, const struct active_call *call,
+				       __u64 ret, __u32 cap)
+{
+	__u64 n = ret < cap ? ret : cap;
+
+	if (n > TD_MAX_PAYLOAD)
+		n = TD_MAX_PAYLOAD;
+	if (call->syscall == TD_SYS_SENDFILE)
+		return 0;
+	if (bpf_probe_read_user(e->data, n, (void *)call->buf)) {
+		e->hdr.flags |= TD_FLAG_PAYLOAD_FAULT;
+		count(TD_CNT_PAYLOAD_FAULT);
+		return 0;
+	}
+	return n;
+}
+
+static __always_inline __u32 copy_vectored(struct data_event *e, const struct active_call *call,
+					   __u64 ret, __u32 cap)
+{
+	__u64 remaining = ret;
+	__u32 off = 0;
+	int i;
+
+#pragma unroll
+	for (i = 0; i < TD_MAX_IOV; i++) {
+		struct iovec iov;
+		__u64 n;
+
+		if (i >= call->len || remaining == 0 || off >= cap)
+			break;
+		if (bpf_probe_read_user(&iov, sizeof(iov), (void *)(call->buf + i * sizeof(iov))))
+			goto fault;
+		n = iov.iov_len;
+		if (n > remaining)
+			n = remaining;
+		if (n > cap - off)
+			n = cap - off;
+		/* Bounds the verifier can follow: off < TD_MAX_PAYLOAD, n <= TD_MAX_PAYLOAD,
+		 * and data[] holds 2 * TD_MAX_PAYLOAD. */
+		off &= TD_MAX_PAYLOAD - 1;
+		if (n > TD_MAX_PAYLOAD)
+			n = TD_MAX_PAYLOAD;
+		if (bpf_probe_read_user(e->data + off, n, iov.iov_base))
+			goto fault;
+		off += n;
+		remaining -= n;
+	}
+	return off;
+fault:
+	e->hdr.flags |= TD_FLAG_PAYLOAD_FAULT;
+	count(TD_CNT_PAYLOAD_FAULT);
+	return off;
+}
+
+static __always_inline int exit_data(long ret, __u8 syscall)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct active_call *stored, call;
+	struct data_event *e;
+	struct sock *sk;
+	__u32 cap = max_payload, copied, seq;
+
+	stored = bpf_map_lookup_elem(&active, &id);
+	if (!stored)
+		return 0;
+	call = *stored;
+	bpf_map_delete_elem(&active, &id);
+	if (call.syscall != syscall || ret <= 0)
+		return 0;
+	sk = tcp_sock_of_fd(call.fd);
+	if (!sk)
+		return 0;
+	e = scratch_event();
+	if (!e)
+		return 0;
+	if (cap > TD_MAX_PAYLOAD)
+		cap = TD_MAX_PAYLOAD;
+
+	e->hdr.enter_ns = call.enter_ns;
+	e->hdr.exit_ns = bpf_ktime_get_ns();
+	fill_task(&e->hdr);
+	fill_socket(&e->hdr, sk);
+	e->hdr.fd = call.fd;
+	e->hdr.total = ret > 0xffffffff ? 0xffffffff : ret;
+	e->hdr.kind = TD_EV_DATA;
+	e->hdr.direction = call.direction;
+	e->hdr.syscall = syscall;
+	e->hdr.flags = 0;
+	if (call.direction == TD_DIR_INGRESS)
+		seq = BPF_CORE_READ((struct tcp_sock *)sk, copied_seq);
+	else
+		seq = BPF_CORE_READ((struct tcp_sock *)sk, write_seq);
+	e->hdr.tcp_seq = seq - (__u32)ret;
+
+	if (call.vectored)
+		copied = copy_vectored(e, &call, ret, cap);
+	else
+		copied = copy_flat(e, &call, ret, cap);
+	e->hdr.copied = copied;
+	submit(e, copied);
+	return 0;
+}
+
+#define ARG(ctx, n) ((ctx)->args[n])
+
+SEC("tracepoint/syscalls/sys_enter_read")
+int tp_enter_read(struct trace_event_raw_sys_enter *ctx)
+{
+	return enter_data(ARG(ctx, 0), ARG(ctx, 1), ARG(ctx, 2), TD_SYS_READ, TD_DIR_INGRESS, 0);
+}
+
+SEC("tracepoint/syscalls/sys_exit_read")
+int tp_exit_read(struct trace_event_raw_sys_exit *ctx)
+{
+	return exit_data(ctx->ret, TD_SYS_READ);
+}
+
+SEC("tracepoint/syscalls/sys_enter_write")
+int tp_enter_write(struct trace_event_raw_sys_enter *ctx)
+{
+	return enter_data(ARG(ctx, 0), ARG(ctx, 1), ARG(ctx, 2), TD_SYS_WRITE, TD_DIR_EGRESS, 0);
+}
+
+SEC("tracepoint/syscalls/sys_exit_write")
+int tp_exit_write(struct trace_event_raw_sys_exit *ctx)
+{
+	return exit_data(ctx->ret, TD_SYS_WRITE);
+}
+
+SEC("tracepoint/syscalls/sys_enter_readv")
+int tp_enter_readv(struct trace_event_raw_sys_enter *ctx)
+{
+	return enter_data(ARG(ctx, 0), ARG(ctx, 1), ARG(ctx, 2), TD_SYS_READV, TD_DIR_INGRESS, 1);
+}
+
+SEC("tracepoint/syscalls/sys_exit_readv")
+int tp_exit_readv(struct trace_event_raw_sys_exit *ctx)
+{
+	return exit_data(ctx->ret, TD_SYS_READV);
+}
+
+SEC("tracepoint/syscalls/sys_enter_writev")
+int tp_enter_writev(struct trace_event_raw_sys_enter *ctx)
+{
+	return enter_data(ARG(ctx, 0), ARG(ctx, 1), ARG(ctx, 2), TD_SYS_WRITEV, TD_DIR_EGRESS, 1);
+}
+
+SEC("tracepoint/syscalls/sys_exit_writev")
+int tp_exit_writev(struct trace_event_raw_sys_exit *ctx)
+{
+	return exit_data(ctx->ret, TD_SYS_WRITEV);
+}
+
+SEC("tracepoint/syscalls/sys_enter_recvfrom")
+int tp_enter_recvfrom(struct trace_event_raw_sys_enter *ctx)
+{
+	return enter_data(ARG(ctx, 0), ARG(ctx, 1), ARG(ctx, 2), TD_SYS_RECVFROM, TD_DIR_INGRESS, 0);
+}
+
+SEC("tracepoint/syscalls/sys_exit_recvfrom")
+int tp_exit_recvfrom(struct trace_event_raw_sys_exit *ctx)
+{
+	return exit_data(ctx->ret, TD_SYS_RECVFROM);
+}
+
+SEC("tracepoint/syscalls/sys_enter_sendto")
+int tp_enter_sendto(struct trace_event_raw_sys_enter *ctx)
+{
+	return enter_data(ARG(ctx, 0), ARG(ctx, 1), ARG(ctx, 2), TD_SYS_SENDTO, TD_DIR_EGRESS, 0);
+}
+
+SEC("tracepoint/syscalls/sys_exit_sendto")
+int tp_exit_sendto(struct trace_event_raw_sys_exit *ctx)
+{
+	return exit_data(ctx->ret, TD_SYS_SENDTO);
+}
+
+SEC("tracepoint/syscalls/sys_enter_recvmsg")
+int tp_enter_recvmsg(struct trace_event_raw_sys_enter *ctx)
+{
+	return enter_msg(ARG(ctx, 0), ARG(ctx, 1), TD_SYS_RECVMSG, TD_DIR_INGRESS);
+}
+
+SEC("tracepoint/syscalls/sys_exit_recvmsg")
+int tp_exit_recvmsg(struct trace_event_raw_sys_exit *ctx)
+{
+	return exit_data(ctx->ret, TD_SYS_RECVMSG);
+}
+
+SEC("tracepoint/syscalls/sys_enter_sendmsg")
+int tp_enter_sendmsg(struct trace_event_raw_sys_enter *ctx)
+{
+	return enter_msg(ARG(ctx, 0), ARG(ctx, 1), TD_SYS_SENDMSG, TD_DIR_EGRESS);
+}
+
+SEC("tracepoint/syscalls/sys_exit_sendmsg")
+int tp_exit_sendmsg(struct trace_event_raw_sys_exit *ctx)
+{
+	return exit_data(ctx->ret, TD_SYS_SENDMSG);
+}
+
+/* sendfile(out_fd, in_fd, offset, count): only the byte count is reported, so the
+ * HTTP parser can skip a static-file body it never sees. */
+SEC("tracepoint/syscalls/sys_enter_sendfile64")
+int tp_enter_sendfile(struct trace_event_raw_sys_enter *ctx)
+{
+	return enter_data(ARG(ctx, 0), 0, ARG(ctx, 3), TD_SYS_SENDFILE, TD_DIR_EGRESS, 0);
+}
+
+SEC("tracepoint/syscalls/sys_exit_sendfile64")
+int tp_exit_sendfile(struct trace_event_raw_sys_exit *ctx)
+{
+	return exit_data(ctx->ret, TD_SYS_SENDFILE);
+}
+
+/* ---- socket lifecycle ------------------------------------------------------ */
+
+static __always_inline void emit_lifecycle(struct sock *sk, __s32 fd, __u64 enter_ns, __u8 kind,
+					   __u8 syscall)
+{
+	struct data_event *e = scratch_event();
+
+	if (!e)
+		return;
+	e->hdr.enter_ns = enter_ns;
+	e->hdr.exit_ns = bpf_ktime_get_ns();
+	fill_task(&e->hdr);
+	fill_socket(&e->hdr, sk);
+	e->hdr.fd = fd;
+	e->hdr.total = 0;
+	e->hdr.copied = 0;
+	e->hdr.tcp_seq = 0;
+	e->hdr.kind = kind;
+	e->hdr.direction = 0;
+	e->hdr.syscall = syscall;
+	e->hdr.flags = 0;
+	submit(e, 0);
+}
+
+SEC("tracepoint/syscalls/sys_enter_accept4")
+int tp_enter_accept4(struct trace_event_raw_sys_enter *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct active_call call = {};
+
+	if (!is_traced())
+		return 0;
+	call.enter_ns = bpf_ktime_get_ns();
+	call.fd = ARG(ctx, 0);
+	call.syscall = TD_SYS_ACCEPT4;
+	if (bpf_map_update_elem(&active, &id, &call, BPF_ANY))
+		count(TD_CNT_ACTIVE_FULL);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept4")
+int tp_exit_accept4(struct trace_event_raw_sys_exit *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct active_call *stored;
+	struct sock *sk;
+	__u64 enter_ns;
+	long ret = ctx->ret;
+
+	stored = bpf_map_lookup_elem(&active, &id);
+	if (!stored)
+		return 0;
+	enter_ns = stored->enter_ns;
+	if (stored->syscall != TD_SYS_ACCEPT4) {
+		bpf_map_delete_elem(&active, &id);
+		return 0;
+	}
+	bpf_map_delete_elem(&active, &id);
+	if (ret < 0)
+		return 0;
+	sk = tcp_sock_of_fd(ret);
+	if (sk)
+		emit_lifecycle(sk, ret, enter_ns, TD_EV_ACCEPT, TD_SYS_ACCEPT4);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_connect")
+int tp_enter_connect(struct trace_event_raw_sys_enter *ctx)
+{
+	return enter_data(ARG(ctx, 0), 0, 0, TD_SYS_CONNECT, TD_DIR_EGRESS, 0);
+}
+
+SEC("tracepoint/syscalls/sys_exit_connect")
+int tp_exit_connect(struct trace_event_raw_sys_exit *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct active_call *stored, call;
+	struct sock *sk;
+	long ret = ctx->ret;
+
+	stored = bpf_map_lookup_elem(&active, &id);
+	if (!stored)
+		return 0;
+	call = *stored;
+	bpf_map_delete_elem(&active, &id);
+	if (call.syscall != TD_SYS_CONNECT || (ret != 0 && ret != -EINPROGRESS))
+		return 0;
+	sk = tcp_sock_of_fd(call.fd);
+	if (sk)
+		emit_lifecycle(sk, call.fd, call.enter_ns, TD_EV_CONNECT, TD_SYS_CONNECT);
+	return 0;
+}
+
+/* Emitted at entry: after the syscall the fd no longer leads to the socket. */
+SEC("tracepoint/syscalls/sys_enter_close")
+int tp_enter_close(struct trace_event_raw_sys_enter *ctx)
+{
+	__s32 fd = ARG(ctx, 0);
+	struct sock *sk;
+
+	if (!is_traced())
+		return 0;
+	sk = tcp_sock_of_fd(fd);
+	if (sk)
+		emit_lifecycle(sk, fd, bpf_ktime_get_ns(), TD_EV_CLOSE, TD_SYS_CLOSE);
+	return 0;
+}
+
+/* ---- process inheritance ------------------------------------------------------ */
+
+/* A traced process that forks a new process (not a thread) passes the tracing on at
+ * once; userspace's next /proc scan confirms it and sends its `process` frame. */
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(tp_process_fork, struct task_struct *parent, struct task_struct *child)
+{
+	__u32 parent_tgid = BPF_CORE_READ(parent, tgid);
+	__u32 child_tgid = BPF_CORE_READ(child, tgid);
+	__u32 child_pid = BPF_CORE_READ(child, pid);
+	__u8 inherited = 2;
+
+	if (child_pid != child_tgid || child_tgid == parent_tgid)
+		return 0;
+	if (!bpf_map_lookup_elem(&pids, &parent_tgid))
+		return 0;
+	if (bpf_map_update_elem(&pids, &child_tgid, &inherited, BPF_NOEXIST) == 0)
+		count(TD_CNT_PID_INHERITED);
+	return 0;
+}

@@ -1,0 +1,227 @@
+//! Command line.
+
+use std::time::Duration;
+
+use thiserror::Error;
+
+/// Longest capture allowed, whatever `--duration` says.
+pub const MAX_DURATION: Duration = Duration::from_secs(3600);
+pub const DEFAULT_DURATION: Duration = Duration::from_secs(300);
+pub const DEFAULT_NAMES: [&str; 2] = ["nginx", "openresty"];
+pub const DEFAULT_MAX_PAYLOAD: u32 = 4096;
+/// Must match TD_MAX_PAYLOAD in src/bpf/tapdeck.h.
+pub const MAX_PAYLOAD_LIMIT: u32 = 8192;
+
+pub const USAGE: &str = "\
+Usage: tapdeck-collector [OPTIONS]
+       tapdeck-collector --probe
+       tapdeck-collector --version
+
+Traces the chosen processes' TCP socket syscalls with eBPF, rebuilds HTTP/1.x
+exchanges and writes framed spans to stdout (see STREAM.md). Logs go to stderr.
+Runs until stdin closes, --duration elapses, or SIGTERM/SIGINT/SIGHUP.
+
+Options:
+  --process NAME|PID    trace processes whose comm is NAME, or PID and all its
+                        descendants; repeatable (default: nginx, openresty)
+  --duration D          stop after D: 30, 30s, 5m, 1h (default 5m, at most 1h)
+  --max-payload BYTES   payload bytes copied per syscall, 1..=8192 (default 4096)
+  --ignore-stdin        do not stop when stdin reaches EOF (manual runs)
+  --probe               print a JSON report of kernel support and exit
+                        (0: can run, 2: a requirement is missing)
+  --version             print the version
+  -h, --help            print this help
+";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunOptions {
+    pub names: Vec<String>,
+    pub pids: Vec<u32>,
+    pub duration: Duration,
+    pub max_payload: u32,
+    pub ignore_stdin: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Run(RunOptions),
+    Probe,
+    Version,
+    Help,
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum CliError {
+    #[error("invalid duration {0:?}: use seconds (30), or a number with s, m or h (30s, 5m, 1h)")]
+    BadDuration(String),
+    #[error("duration {0:?} is longer than the 1h maximum: capture in several runs")]
+    DurationTooLong(String),
+    #[error("duration must be more than zero")]
+    ZeroDuration,
+    #[error("invalid --max-payload {0:?}: give a byte count from 1 to {MAX_PAYLOAD_LIMIT}")]
+    BadPayload(String),
+    #[error("invalid --process {0:?}: give a process name or a PID")]
+    BadProcess(String),
+    #[error("{0} (see --help)")]
+    Usage(String),
+}
+
+/// Parses `30`, `30s`, `500ms`, `5m`, `1h` and enforces MAX_DURATION.
+pub fn parse_duration(s: &str) -> Result<Duration, CliError> {
+    let t = s.trim();
+    let bad = || CliError::BadDuration(s.to_string());
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    if num.is_empty() {
+        return Err(bad());
+    }
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let ms = match unit {
+        "" | "s" => n.checked_mul(1000),
+        "ms" => Some(n),
+        "m" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        _ => return Err(bad()),
+    }
+    .ok_or_else(|| CliError::DurationTooLong(s.to_string()))?;
+    let d = Duration::from_millis(ms);
+    if d.is_zero() {
+        return Err(CliError::ZeroDuration);
+    }
+    if d > MAX_DURATION {
+        return Err(CliError::DurationTooLong(s.to_string()));
+    }
+    Ok(d)
+}
+
+fn parse_payload(s: &str) -> Result<u32, CliError> {
+    match s.trim().parse::<u32>() {
+        Ok(n) if (1..=MAX_PAYLOAD_LIMIT).contains(&n) => Ok(n),
+        _ => Err(CliError::BadPayload(s.to_string())),
+    }
+}
+
+pub fn parse_args<I>(args: I) -> Result<Command, CliError>
+where
+    I: IntoIterator,
+    I::Item: Into<std::ffi::OsString>,
+{
+    use lexopt::prelude::*;
+    let mut p = lexopt::Parser::from_iter(
+        std::iter::once(std::ffi::OsString::from("tapdeck-collector"))
+            .chain(args.into_iter().map(Into::into)),
+    );
+    let mut names = Vec::new();
+    let mut pids = Vec::new();
+    let mut duration = DEFAULT_DURATION;
+    let mut max_payload = DEFAULT_MAX_PAYLOAD;
+    let mut ignore_stdin = false;
+    let mut mode = None;
+    let usage = |e: lexopt::Error| CliError::Usage(e.to_string());
+    while let Some(arg) = p.next().map_err(usage)? {
+        match arg {
+            Long("process") | Short('p') => {
+                let v = p.value().map_err(usage)?.string().map_err(usage)?;
+                let v = v.trim().to_string();
+                if v.is_empty() || v.contains('/') {
+                    return Err(CliError::BadProcess(v));
+                }
+                if v.bytes().all(|b| b.is_ascii_digit()) {
+                    pids.push(v.parse::<u32>().map_err(|_| CliError::BadProcess(v.clone()))?);
+                } else {
+                    names.push(v);
+                }
+            }
+            Long("duration") | Short('d') => {
+                let v = p.value().map_err(usage)?.string().map_err(usage)?;
+                duration = parse_duration(&v)?;
+            }
+            Long("max-payload") => {
+                let v = p.value().map_err(usage)?.string().map_err(usage)?;
+                max_payload = parse_payload(&v)?;
+            }
+            Long("ignore-stdin") => ignore_stdin = true,
+            Long("probe") => mode = Some(Command::Probe),
+            Long("version") | Short('V') => mode = Some(Command::Version),
+            Long("help") | Short('h') => return Ok(Command::Help),
+            _ => return Err(CliError::Usage(arg.unexpected().to_string())),
+        }
+    }
+    if let Some(m) = mode {
+        return Ok(m);
+    }
+    if names.is_empty() && pids.is_empty() {
+        names = DEFAULT_NAMES.iter().map(|s| s.to_string()).collect();
+    }
+    Ok(Command::Run(RunOptions { names, pids, duration, max_payload, ignore_stdin }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration(" 15s "), Ok(Duration::from_secs(15)));
+    }
+
+    #[test]
+    fn bad_durations() {
+        assert!(matches!(parse_duration("61m"), Err(CliError::DurationTooLong(_))));
+        assert!(matches!(parse_duration("2h"), Err(CliError::DurationTooLong(_))));
+        assert!(matches!(parse_duration("99999999999999999999h"), Err(CliError::BadDuration(_))));
+        assert!(matches!(parse_duration("18446744073709551615h"), Err(CliError::DurationTooLong(_))));
+        assert_eq!(parse_duration("0"), Err(CliError::ZeroDuration));
+        for s in ["", "s", "5x", "-5", "1.5m", "5 m", "m5"] {
+            assert!(matches!(parse_duration(s), Err(CliError::BadDuration(_))), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let Command::Run(o) = parse_args(Vec::<String>::new()).unwrap() else { panic!() };
+        assert_eq!(o.names, vec!["nginx", "openresty"]);
+        assert!(o.pids.is_empty());
+        assert_eq!(o.duration, DEFAULT_DURATION);
+        assert_eq!(o.max_payload, 4096);
+        assert!(!o.ignore_stdin);
+    }
+
+    #[test]
+    fn processes_names_and_pids() {
+        let Command::Run(o) = parse_args([
+            "--process",
+            "1234",
+            "--process",
+            "kong",
+            "--duration",
+            "15s",
+            "--max-payload",
+            "512",
+        ])
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(o.pids, vec![1234]);
+        assert_eq!(o.names, vec!["kong"]);
+        assert_eq!(o.duration, Duration::from_secs(15));
+        assert_eq!(o.max_payload, 512);
+    }
+
+    #[test]
+    fn modes_and_errors() {
+        assert_eq!(parse_args(["--probe"]), Ok(Command::Probe));
+        assert_eq!(parse_args(["--version"]), Ok(Command::Version));
+        assert_eq!(parse_args(["--help"]), Ok(Command::Help));
+        assert!(matches!(parse_args(["--max-payload", "9000"]), Err(CliError::BadPayload(_))));
+        assert!(matches!(parse_args(["--max-payload", "0"]), Err(CliError::BadPayload(_))));
+        assert!(matches!(parse_args(["--bogus"]), Err(CliError::Usage(_))));
+        assert!(matches!(parse_args(["--duration"]), Err(CliError::Usage(_))));
+        assert!(matches!(parse_args(["--process", ""]), Err(CliError::BadProcess(_))));
+    }
+}

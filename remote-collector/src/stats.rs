@@ -1,0 +1,209 @@
+//! Counters shared by the poll loop, the worker and the stats writer, and the
+//! `stats` frame body.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use serde::Serialize;
+
+use crate::http::ParseError;
+
+/// Parse error kinds, in the order of `Counters::parse_errors`.
+pub const PARSE_ERROR_KINDS: [&str; 9] = [
+    "not_http",
+    "header_too_large",
+    "header_truncated",
+    "uncaptured_message",
+    "malformed",
+    "bad_content_length",
+    "bad_chunk",
+    "chunk_uncaptured",
+    "other",
+];
+
+#[derive(Default, Debug)]
+pub struct Counters {
+    /// Records taken from the ring buffer.
+    pub events_seen: AtomicU64,
+    pub spans_sent: AtomicU64,
+    // Losses in userspace.
+    pub queue_full: AtomicU64,
+    pub decode_error: AtomicU64,
+    pub conn_table_full: AtomicU64,
+    pub pending_overflow: AtomicU64,
+    pub response_without_request: AtomicU64,
+    pub pid_table_full: AtomicU64,
+    // Copied from the BPF `counters` map.
+    pub ringbuf_full: AtomicU64,
+    pub payload_read_failed: AtomicU64,
+    pub inflight_table_full: AtomicU64,
+    pub pid_inherited: AtomicU64,
+    // Parser health.
+    pub parse_errors: [AtomicU64; PARSE_ERROR_KINDS.len()],
+    pub non_http_connections: AtomicU64,
+    // Gauges.
+    pub connections: AtomicU64,
+    pub processes: AtomicU64,
+}
+
+impl Counters {
+    pub fn inc(c: &AtomicU64) {
+        c.fetch_add(1, Relaxed);
+    }
+
+    pub fn parse_error(&self, e: &ParseError) {
+        let kind = e.kind();
+        let i = PARSE_ERROR_KINDS.iter().position(|k| *k == kind).unwrap_or(PARSE_ERROR_KINDS.len() - 1);
+        self.parse_errors[i].fetch_add(1, Relaxed);
+    }
+
+    pub fn parse_error_count(&self, kind: &str) -> u64 {
+        PARSE_ERROR_KINDS
+            .iter()
+            .position(|k| *k == kind)
+            .map(|i| self.parse_errors[i].load(Relaxed))
+            .unwrap_or(0)
+    }
+
+    /// Events that never reached the parser.
+    pub fn events_lost(&self) -> u64 {
+        self.ringbuf_full.load(Relaxed)
+            + self.inflight_table_full.load(Relaxed)
+            + self.queue_full.load(Relaxed)
+            + self.decode_error.load(Relaxed)
+    }
+
+    pub fn drops(&self) -> BTreeMap<&'static str, u64> {
+        let mut m = BTreeMap::new();
+        m.insert("ringbuf_full", self.ringbuf_full.load(Relaxed));
+        m.insert("inflight_table_full", self.inflight_table_full.load(Relaxed));
+        m.insert("queue_full", self.queue_full.load(Relaxed));
+        m.insert("decode_error", self.decode_error.load(Relaxed));
+        m.insert("payload_read_failed", self.payload_read_failed.load(Relaxed));
+        m.insert("conn_table_full", self.conn_table_full.load(Relaxed));
+        m.insert("pending_overflow", self.pending_overflow.load(Relaxed));
+        m.insert("response_without_request", self.response_without_request.load(Relaxed));
+        m.insert("pid_table_full", self.pid_table_full.load(Relaxed));
+        m
+    }
+
+    pub fn parse_error_map(&self) -> BTreeMap<&'static str, u64> {
+        PARSE_ERROR_KINDS.iter().zip(self.parse_errors.iter()).map(|(k, v)| (*k, v.load(Relaxed))).collect()
+    }
+}
+
+/// Body of a `stats` frame. The first fields are STREAM.md's; the rest are
+/// additions documented there.
+#[derive(Debug, Serialize)]
+pub struct StatsFrame {
+    pub events_seen: u64,
+    pub events_lost: u64,
+    pub spans_sent: u64,
+    pub drops: BTreeMap<&'static str, u64>,
+    pub cpu_user_us: u64,
+    pub cpu_sys_us: u64,
+    pub rss_bytes: u64,
+    pub elapsed_ms: u64,
+    #[serde(rename = "final")]
+    pub is_final: bool,
+    pub parse_errors: BTreeMap<&'static str, u64>,
+    pub non_http_connections: u64,
+    pub connections: u64,
+    pub processes_traced: u64,
+    pub pids_inherited: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub cpu_user_us: u64,
+    pub cpu_sys_us: u64,
+    pub rss_bytes: u64,
+}
+
+/// Own CPU time (getrusage) and resident set (/proc/self/statm).
+pub fn own_usage() -> Usage {
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes into the zeroed struct we own.
+    let ok = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } == 0;
+    let tv_us = |tv: libc::timeval| tv.tv_sec as u64 * 1_000_000 + tv.tv_usec as u64;
+    let (cpu_user_us, cpu_sys_us) = if ok { (tv_us(ru.ru_utime), tv_us(ru.ru_stime)) } else { (0, 0) };
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+    let rss_bytes = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+        .map(|pages| pages * page)
+        .unwrap_or(0);
+    Usage { cpu_user_us, cpu_sys_us, rss_bytes }
+}
+
+impl StatsFrame {
+    pub fn collect(c: &Counters, usage: Usage, elapsed_ms: u64, is_final: bool) -> Self {
+        Self {
+            events_seen: c.events_seen.load(Relaxed),
+            events_lost: c.events_lost(),
+            spans_sent: c.spans_sent.load(Relaxed),
+            drops: c.drops(),
+            cpu_user_us: usage.cpu_user_us,
+            cpu_sys_us: usage.cpu_sys_us,
+            rss_bytes: usage.rss_bytes,
+            elapsed_ms,
+            is_final,
+            parse_errors: c.parse_error_map(),
+            non_http_connections: c.non_http_connections.load(Relaxed),
+            connections: c.connections.load(Relaxed),
+            processes_traced: c.processes.load(Relaxed),
+            pids_inherited: c.pid_inherited.load(Relaxed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_error_kinds_cover_every_error() {
+        for e in [
+            ParseError::NotHttp,
+            ParseError::HeaderTooLarge { limit: 1 },
+            ParseError::Truncated,
+            ParseError::Uncaptured,
+            ParseError::Malformed(httparse::Error::Token),
+            ParseError::BadContentLength,
+            ParseError::BadChunk,
+            ParseError::ChunkUncaptured,
+        ] {
+            assert!(PARSE_ERROR_KINDS.contains(&e.kind()), "{}", e.kind());
+        }
+    }
+
+    #[test]
+    fn stats_frame_has_stream_md_fields() {
+        let c = Counters::default();
+        Counters::inc(&c.queue_full);
+        c.ringbuf_full.store(2, Relaxed);
+        let v = serde_json::to_value(StatsFrame::collect(&c, Usage::default(), 5, true)).unwrap();
+        for k in [
+            "events_seen",
+            "events_lost",
+            "spans_sent",
+            "drops",
+            "cpu_user_us",
+            "cpu_sys_us",
+            "rss_bytes",
+            "elapsed_ms",
+            "final",
+        ] {
+            assert!(v.get(k).is_some(), "missing {k}");
+        }
+        assert_eq!(v["events_lost"], 3);
+        assert_eq!(v["drops"]["ringbuf_full"], 2);
+        assert_eq!(v["final"], true);
+    }
+
+    #[test]
+    fn own_usage_reads_rss() {
+        assert!(own_usage().rss_bytes > 0);
+    }
+}
