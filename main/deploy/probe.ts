@@ -3,6 +3,7 @@
 
 import type { Client } from 'ssh2';
 import { exec } from '../ssh/connect.ts';
+import { CodedError } from '../errors.ts';
 
 export type Privilege = 'root' | 'sudo' | 'none';
 
@@ -19,13 +20,8 @@ export interface NodeProbe {
 export type ProbeErrorCode =
   'no_sudo' | 'no_btf' | 'old_kernel' | 'arch' | 'probe_failed' | 'no_sha256sum' | 'not_linux';
 
-export class ProbeError extends Error {
+export class ProbeError extends CodedError<ProbeErrorCode> {
   override name = 'ProbeError';
-  readonly code: ProbeErrorCode;
-  constructor(code: ProbeErrorCode, message: string) {
-    super(message);
-    this.code = code;
-  }
 }
 
 export const PROBE_SCRIPT = [

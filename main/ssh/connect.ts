@@ -6,6 +6,7 @@ import { homedir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { Client, type ClientChannel, type ConnectConfig } from 'ssh2';
 import { addHostKey, checkHostKey, hostId, keyTypeOf, readKnownHosts } from './known-hosts.ts';
+import { CodedError } from '../errors.ts';
 
 export interface SshTarget {
   user: string;
@@ -25,13 +26,8 @@ export type SshErrorCode =
   | 'command'
   | 'closed';
 
-export class SshError extends Error {
+export class SshError extends CodedError<SshErrorCode> {
   override name = 'SshError';
-  readonly code: SshErrorCode;
-  constructor(code: SshErrorCode, message: string) {
-    super(message);
-    this.code = code;
-  }
 }
 
 export function parseTarget(spec: string): SshTarget {

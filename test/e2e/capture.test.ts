@@ -36,12 +36,29 @@ async function until(what: string, cond: () => boolean, ms: number): Promise<voi
   }
 }
 
+/** `tapdeck capture` arguments for a lab target, with the lab's key. */
+function captureArgs(target: string, knownHosts: string, db: string, ...extra: string[]): string[] {
+  return [
+    'capture',
+    '--target',
+    target,
+    '--identity',
+    lab.LAB_SSH_KEY,
+    '--known-hosts',
+    knownHosts,
+    '--db',
+    db,
+    ...extra,
+  ];
+}
+
 function leftoverDirs(): string[] {
   return readdirSync('/tmp').filter((n) => /^tapdeck\.[A-Za-z0-9]{8}$/.test(n));
 }
 
+let lab: Lab;
+
 describe.skipIf(!isRoot)('tapdeck capture over SSH, end to end', () => {
-  let lab: Lab;
   let db: string;
   let knownHosts: string;
   let spans: StoredSpan[];
@@ -55,19 +72,9 @@ describe.skipIf(!isRoot)('tapdeck capture over SSH, end to end', () => {
   afterAll(() => labDown());
 
   it('refuses an unknown host key unless told to accept it', async () => {
-    const r = await runCli([
-      'capture',
-      '--target',
-      lab.LAB_SSH_TARGET,
-      '--identity',
-      lab.LAB_SSH_KEY,
-      '--known-hosts',
-      knownHosts,
-      '--duration',
-      '5s',
-      '--db',
-      join(work, 'refused.sqlite'),
-    ]);
+    const r = await runCli(
+      captureArgs(lab.LAB_SSH_TARGET, knownHosts, join(work, 'refused.sqlite'), '--duration', '5s'),
+    );
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/\[127\.0\.0\.1\]:2222 is not in .*known_hosts.*--accept-new-host-key/);
     expect(existsSync(knownHosts)).toBe(false);
@@ -75,22 +82,18 @@ describe.skipIf(!isRoot)('tapdeck capture over SSH, end to end', () => {
 
   it('captures 500 requests through the gateway into SQLite', async () => {
     const before = leftoverDirs();
-    const cap = startCli([
-      'capture',
-      '--target',
-      lab.LAB_SSH_TARGET,
-      '--identity',
-      lab.LAB_SSH_KEY,
-      '--known-hosts',
-      knownHosts,
-      '--accept-new-host-key',
-      '--process',
-      lab.LAB_NGINX_PID,
-      '--duration',
-      '120s',
-      '--db',
-      db,
-    ]);
+    const cap = startCli(
+      captureArgs(
+        lab.LAB_SSH_TARGET,
+        knownHosts,
+        db,
+        '--accept-new-host-key',
+        '--process',
+        lab.LAB_NGINX_PID,
+        '--duration',
+        '120s',
+      ),
+    );
     await until('the collector to run', () => /collector .* running on/.test(cap.stderrSoFar()), 30_000);
     expect(readFileSync(knownHosts, 'utf8')).toMatch(/^\[127\.0\.0\.1\]:2222 ssh-ed25519 /m);
 
@@ -184,57 +187,39 @@ describe.skipIf(!isRoot)('tapdeck capture over SSH, end to end', () => {
       forged,
       '[127.0.0.1]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n',
     );
-    const r = await runCli([
-      'capture',
-      '--target',
-      lab.LAB_SSH_TARGET,
-      '--identity',
-      lab.LAB_SSH_KEY,
-      '--known-hosts',
-      forged,
-      '--accept-new-host-key',
-      '--duration',
-      '5s',
-      '--db',
-      join(work, 'changed.sqlite'),
-    ]);
+    const r = await runCli(
+      captureArgs(
+        lab.LAB_SSH_TARGET,
+        forged,
+        join(work, 'changed.sqlite'),
+        '--accept-new-host-key',
+        '--duration',
+        '5s',
+      ),
+    );
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/host key of \[127\.0\.0\.1\]:2222 has CHANGED/);
   });
 
   it('explains a user without passwordless sudo', async () => {
-    const r = await runCli([
-      'capture',
-      '--target',
-      lab.LAB_SSH_NOSUDO_TARGET,
-      '--identity',
-      lab.LAB_SSH_KEY,
-      '--known-hosts',
-      knownHosts,
-      '--accept-new-host-key',
-      '--duration',
-      '5s',
-      '--db',
-      join(work, 'nosudo.sqlite'),
-    ]);
+    const r = await runCli(
+      captureArgs(
+        lab.LAB_SSH_NOSUDO_TARGET,
+        knownHosts,
+        join(work, 'nosudo.sqlite'),
+        '--accept-new-host-key',
+        '--duration',
+        '5s',
+      ),
+    );
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/cannot run sudo without a password.*NOPASSWD/);
   });
 
   it('explains an unreachable node', async () => {
-    const r = await runCli([
-      'capture',
-      '--target',
-      'tdlab@127.0.0.1:1',
-      '--identity',
-      lab.LAB_SSH_KEY,
-      '--known-hosts',
-      knownHosts,
-      '--duration',
-      '5s',
-      '--db',
-      join(work, 'unreachable.sqlite'),
-    ]);
+    const r = await runCli(
+      captureArgs('tdlab@127.0.0.1:1', knownHosts, join(work, 'unreachable.sqlite'), '--duration', '5s'),
+    );
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/127\.0\.0\.1:1 refused the connection: is sshd running there/);
   });
