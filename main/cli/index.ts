@@ -108,7 +108,7 @@ async function captureCmd(args: string[]): Promise<number> {
   process.off('SIGTERM', onSignal);
   await store.close();
   const s = info.stats;
-  log(`${info.state}: ${info.message ?? ''} ${s.spans} spans, ${s.events} events, ${s.drops} drops, in ${db}`);
+  log(`${info.state}: ${info.message ?? ''}; ${s.spans} spans, ${s.events} events, ${s.drops} drops, in ${db}`);
   return info.state === 'done' ? 0 : 1;
 }
 

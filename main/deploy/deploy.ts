@@ -107,16 +107,23 @@ export interface CollectorArgs {
 }
 
 /**
- * The remote command: a shell that runs the collector as root and removes the
- * private directory when the collector exits, whichever way (the SSH channel
- * closing gives the collector EOF on stdin, so cleanup happens even if Tapdeck dies).
+ * The remote shell script: it runs the collector as root and removes the private
+ * directory when the collector exits, whichever way (the SSH channel closing gives
+ * the collector EOF on stdin, so cleanup happens even if Tapdeck dies).
  */
-export function collectorCommand(d: Deployment, probe: NodeProbe, args: CollectorArgs): string {
+export function collectorScript(d: Deployment, probe: NodeProbe, args: CollectorArgs): string {
   const parts = [shq(d.binary), '--duration', `${Math.max(1, Math.round(args.durationSec))}s`];
   for (const p of args.processes) parts.push('--process', shq(p));
   const run = (probe.privilege === 'root' ? '' : 'sudo -n ') + parts.join(' ');
-  const script = `trap 'rm -rf ${shq(d.dir)}' EXIT HUP TERM INT; ${run}`;
-  return `sh -c ${shq(script)}`;
+  // SIGPIPE is ignored so that the shell, writing to a dropped channel (e.g. dash's
+  // report that sudo died of SIGHUP), cannot be killed before its EXIT trap runs.
+  // The collector is unaffected: Rust programs ignore SIGPIPE and handle EPIPE.
+  return `trap '' PIPE; trap 'rm -rf ${shq(d.dir)}' EXIT HUP TERM INT; ${run}`;
+}
+
+/** The command for `exec` (no pty): the script under `sh -c`. */
+export function collectorCommand(d: Deployment, probe: NodeProbe, args: CollectorArgs): string {
+  return `sh -c ${shq(collectorScript(d, probe, args))}`;
 }
 
 export function startCollector(client: Client, command: string): Promise<ClientChannel> {

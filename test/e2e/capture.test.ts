@@ -5,6 +5,7 @@
 // nginx stands in for Kong/APISIX (not installable here); the lab configures it the
 // way they proxy: X-Request-ID injected, upstream keep-alive.
 
+import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -223,6 +224,64 @@ describe.skipIf(!isRoot)('tapdeck capture over SSH, end to end', () => {
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/127\.0\.0\.1:1 refused the connection: is sshd running there/);
   });
+
+  it('explains a key the node does not accept', async () => {
+    const wrongKey = join(work, 'wrong_key');
+    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', wrongKey]);
+    const r = await runCli([
+      ...captureArgs(lab.LAB_SSH_TARGET, knownHosts, join(work, 'wrongkey.sqlite'), '--duration', '5s'),
+      '--identity',
+      wrongKey,
+    ]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/refused the key for user tdlab: add your public key/);
+  });
+
+  it('keeps what was captured when the collector dies, and still cleans the node', async () => {
+    const before = leftoverDirs();
+    const killedDb = join(work, 'killed.sqlite');
+    const cap = startCli(
+      captureArgs(lab.LAB_SSH_TARGET, knownHosts, killedDb, '--process', lab.LAB_NGINX_PID, '--duration', '120s'),
+    );
+    await until('the collector to run', () => /collector .* running on/.test(cap.stderrSoFar()), 30_000);
+    await runLoad(lab, { count: 50, concurrency: 2, out: join(work, 'load-killed.json'), timeLimitSec: 30 });
+    await until('spans to arrive', () => /running: \d+ events, [1-9]\d* spans/.test(cap.stderrSoFar()), 10_000);
+    execFileSync('pkill', ['-KILL', '-f', '/tmp/tapdeck\\.[A-Za-z0-9]+/tapdeck-collector']);
+    const r = await cap.result;
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/failed: The collector ended unexpectedly .*Spans received so far are kept/);
+    const q = await runCli(['requests', '--db', killedDb, '--json', '--limit', '1000']);
+    const rows = JSON.parse(q.stdout) as StoredSpan[];
+    expect(rows.filter((s) => s.observation_point === 's-p').length).toBeGreaterThanOrEqual(45);
+    await until('the node to be clean', () => leftoverDirs().filter((d) => !before.includes(d)).length === 0, 5_000);
+    expect(loadedCollectorPrograms()).toEqual([]);
+  });
+
+  it('leaves nothing on the node when Tapdeck itself is killed mid-capture', async () => {
+    const before = leftoverDirs();
+    const cap = startCli(
+      captureArgs(
+        lab.LAB_SSH_TARGET,
+        knownHosts,
+        join(work, 'orphan.sqlite'),
+        '--process',
+        lab.LAB_NGINX_PID,
+        '--duration',
+        '120s',
+      ),
+    );
+    await until('the collector to run', () => /collector .* running on/.test(cap.stderrSoFar()), 30_000);
+    expect(leftoverDirs().filter((d) => !before.includes(d))).toHaveLength(1);
+    cap.child.kill('SIGKILL'); // the laptop's side vanishes: the SSH connection drops
+    await cap.result;
+    await until(
+      'the collector to exit and its directory to go',
+      () => leftoverDirs().filter((d) => !before.includes(d)).length === 0,
+      10_000,
+    );
+    await until('its BPF programs to be detached', () => loadedCollectorPrograms().length === 0, 10_000);
+  });
+
   it('shows the captured requests in web mode (headless Chromium)', async () => {
     const serve = startCli(['serve', '--db', db]);
     try {

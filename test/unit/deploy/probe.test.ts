@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { checkProbe, kernelVersion, parseProbe, type NodeProbe } from '../../../main/deploy/probe.ts';
-import { collectorCommand } from '../../../main/deploy/deploy.ts';
+import { collectorCommand, collectorScript } from '../../../main/deploy/deploy.ts';
 
 const out = (over: Record<string, string> = {}) =>
   Object.entries({
@@ -68,6 +68,11 @@ describe('collector command', () => {
     expect(cmd).toContain('--duration 30s');
     expect(cmd).toMatch(/trap .*rm -rf .*tapdeck\.Ab12Cd34/);
     expect(cmd).toContain('--process');
+  });
+  it('survives a dropped channel long enough to clean up: SIGPIPE ignored, EXIT trap set', () => {
+    const script = collectorScript(d, p, { processes: [], durationSec: 30 });
+    expect(script).toMatch(/^trap '' PIPE; trap 'rm -rf '\/tmp\/tapdeck\.Ab12Cd34'' EXIT HUP TERM INT; sudo -n /);
+    expect(collectorCommand(d, p, { processes: [], durationSec: 30 })).toBe(`sh -c '${script.replace(/'/g, "'\\''")}'`);
   });
   it('does not use sudo when connected as root', () => {
     expect(collectorCommand(d, { ...p, privilege: 'root' }, { processes: [], durationSec: 5 })).not.toContain('sudo');
