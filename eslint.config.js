@@ -50,13 +50,9 @@ export default tseslint.config(
         {
           patterns: [
             {
-              group: ['**/main/**', '!**/main/api/**'],
+              // main/api/ holds the contract and pure helpers (no Node, no Electron).
+              regex: '(^|/)main/(?!api/)',
               message: 'The renderer talks to main only through the typed API (main/api/*).',
-            },
-            {
-              group: ['**/main/api/**'],
-              allowTypeImports: true,
-              message: 'Import only types and constants from the contract.',
             },
           ],
           paths: [{ name: 'electron', message: 'The renderer never imports electron; use window.tapdeck.' }],

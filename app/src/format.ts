@@ -39,28 +39,3 @@ export function formatElapsed(us: number): string {
   if (s < 3600) return `${Math.floor(s / 60)}m${pad(s % 60)}s`;
   return `${Math.floor(s / 3600)}h${pad(Math.floor((s % 3600) / 60))}m`;
 }
-
-/** "30", "30s", "5m", "1h" → seconds; "" → undefined; anything else → null. */
-export function parseDuration(text: string): number | undefined | null {
-  const t = text.trim();
-  if (t === '') return undefined;
-  const m = /^(\d+)\s*(s|sec|m|min|h)?$/i.exec(t);
-  if (!m) return null;
-  const n = Number(m[1]);
-  const unit = (m[2] ?? 's').toLowerCase();
-  const sec = unit.startsWith('h') ? n * 3600 : unit.startsWith('m') ? n * 60 : n;
-  return sec > 0 ? sec : null;
-}
-
-/** "nginx, 1234 ,openresty" → ["nginx", "1234", "openresty"] */
-export function parseList(text: string): string[] {
-  return text
-    .split(',')
-    .map((s) => s.trim())
-    .filter(Boolean);
-}
-
-/** `[user@]host[:port]`, host possibly a bracketed IPv6 address. */
-export function isTarget(text: string): boolean {
-  return /^(?:[^@\s:/]+@)?(?:\[[0-9a-fA-F:.]+\]|[^@\s:/[\]]+)(?::\d{1,5})?$/.test(text.trim());
-}

@@ -4,9 +4,7 @@
 // shape as the preload's `window.tapdeck`.
 
 import type { ApiCalls, ApiErrorBody, ApiEvents, Channel, EventName, TapdeckApi } from '../../main/api/contract.ts';
-// The one run-time import from main/: the contract's channel list, plain data, so the
-// client is derived from the contract instead of repeating it (STYLE.md).
-// eslint-disable-next-line @typescript-eslint/no-restricted-imports
+// The contract's channel list: the client is derived from it, not written again.
 import { CHANNELS } from '../../main/api/contract.ts';
 
 /** An error from the core or the bridge; `message` is a sentence for the user. */

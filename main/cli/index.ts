@@ -4,6 +4,7 @@
 import { existsSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import type { RequestQuery } from '../api/contract.ts';
+import { parseDurationSec } from '../api/parse.ts';
 import { SPAN_FIELDS, type ResponseStatus, type StoredSpan } from '../api/records.ts';
 import { startCapture } from '../capture/session.ts';
 import { EventBus } from '../core/events.ts';
@@ -25,13 +26,11 @@ const USAGE = `tapdeck ${VERSION}: capture a gateway node over SSH into one SQLi
   tapdeck --version
 `;
 
-/** `30`, `30s`, `5m`, `1h` → seconds. */
+/** `30`, `30s`, `5m`, `1h` → seconds, or a UsageError that says how to write it. */
 export function parseDuration(s: string): number {
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(s.trim());
-  if (!m) throw new UsageError(`--duration "${s}" is not a duration: write e.g. 30s, 5m or 1h.`);
-  const n = Number(m[1]);
-  const mult = { ms: 0.001, s: 1, m: 60, h: 3600 }[m[2] ?? 's'] ?? 1;
-  return n * mult;
+  const sec = parseDurationSec(s);
+  if (sec === null) throw new UsageError(`--duration "${s}" is not a duration: write e.g. 30s, 5m or 1h.`);
+  return sec;
 }
 
 function parse<T extends NonNullable<ParseArgsConfig['options']>>(args: string[], options: T) {

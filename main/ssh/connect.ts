@@ -6,6 +6,7 @@ import { homedir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { Client, type ClientChannel, type ConnectConfig } from 'ssh2';
 import { addHostKey, checkHostKey, hostId, keyTypeOf, readKnownHosts } from './known-hosts.ts';
+import { splitTarget } from '../api/parse.ts';
 import { CodedError } from '../errors.ts';
 
 export interface SshTarget {
@@ -31,15 +32,14 @@ export class SshError extends CodedError<SshErrorCode> {
 }
 
 export function parseTarget(spec: string): SshTarget {
-  const m = /^(?:([^@\s]+)@)?(\[[^\]]+\]|[^:@\s[\]]+)(?::(\d+))?$/.exec(spec.trim());
-  if (!m) {
+  const parts = splitTarget(spec);
+  if (!parts) {
     throw new SshError('bad_target', `"${spec}" is not a target: write [user@]host[:port], e.g. admin@10.0.0.5:22.`);
   }
-  const port = m[3] ? Number(m[3]) : 22;
+  const port = parts.port ?? 22;
   if (!(port > 0 && port < 65536))
-    throw new SshError('bad_target', `Port ${m[3]} in "${spec}" is out of range (1-65535).`);
-  const host = m[2]!.replace(/^\[(.*)\]$/, '$1');
-  return { user: m[1] ?? userInfo().username, host, port };
+    throw new SshError('bad_target', `Port ${port} in "${spec}" is out of range (1-65535).`);
+  return { user: parts.user ?? userInfo().username, host: parts.host, port };
 }
 
 export function formatTarget(t: SshTarget): string {

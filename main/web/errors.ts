@@ -2,17 +2,16 @@
 // bridge (HTTP or IPC). The message is the core's sentence for the user, unchanged.
 
 import type { ApiErrorBody } from '../api/contract.ts';
+import { CodedError } from '../errors.ts';
 
 /** An error the bridge itself raises, with the HTTP status it maps to. */
-export class BridgeError extends Error {
+export class BridgeError extends CodedError<string> {
   override name = 'BridgeError';
-  readonly code: string;
   readonly status: number;
 
   constructor(status: number, code: string, message: string) {
-    super(message);
+    super(code, message);
     this.status = status;
-    this.code = code;
   }
 }
 

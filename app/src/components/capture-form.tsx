@@ -4,8 +4,8 @@
 import { useMutation, useQueryClient } from '@tanstack/react-query';
 import { useState, type FormEvent } from 'react';
 import type { CaptureInfo, CaptureRequest } from '../../../main/api/contract.ts';
+import { parseDurationSec, parseList, splitTarget } from '../../../main/api/parse.ts';
 import { api } from '../api.ts';
-import { isTarget, parseDuration, parseList } from '../format.ts';
 import { capturesQuery, upsertCapture } from '../queries.ts';
 
 interface Fields {
@@ -50,8 +50,8 @@ function saveFields(f: Fields): void {
 function toRequest(f: Fields): CaptureRequest | string {
   const target = f.target.trim();
   if (!target) return 'Enter the node to capture, as [user@]host[:port].';
-  if (!isTarget(target)) return `"${target}" is not a target: write it as [user@]host[:port], e.g. root@gw-1:22.`;
-  const durationSec = parseDuration(f.duration);
+  if (!splitTarget(target)) return `"${target}" is not a target: write it as [user@]host[:port], e.g. root@gw-1:22.`;
+  const durationSec = f.duration.trim() === '' ? undefined : parseDurationSec(f.duration);
   if (durationSec === null) return `"${f.duration}" is not a duration: write it as 30s, 5m or 1h.`;
   const req: CaptureRequest = { target, acceptNewHostKey: f.acceptNewHostKey };
   if (f.identity.trim()) req.identity = f.identity.trim();
@@ -60,6 +60,38 @@ function toRequest(f: Fields): CaptureRequest | string {
   if (processes.length) req.processes = processes;
   if (durationSec !== undefined) req.durationSec = durationSec;
   return req;
+}
+
+type TextKey = { [K in keyof Fields]: Fields[K] extends string ? K : never }[keyof Fields];
+
+interface TextFieldProps {
+  label: string;
+  name: string;
+  /** CSS modifier: field-target, field-path, … */
+  kind: string;
+  placeholder: string;
+  value: string;
+  onChange: (value: string) => void;
+  disabled: boolean;
+  autoComplete?: string;
+}
+
+function TextField({ label, name, kind, placeholder, value, onChange, disabled, autoComplete }: TextFieldProps) {
+  return (
+    <label className={`field field-${kind}`}>
+      <span>{label}</span>
+      <input
+        name={name}
+        className="mono"
+        placeholder={placeholder}
+        value={value}
+        onChange={(e) => onChange(e.target.value)}
+        disabled={disabled}
+        autoComplete={autoComplete}
+        spellCheck={false}
+      />
+    </label>
+  );
 }
 
 export function CaptureForm({ active, latest }: { active: CaptureInfo | null; latest: CaptureInfo | null }) {
@@ -73,6 +105,12 @@ export function CaptureForm({ active, latest }: { active: CaptureInfo | null; la
   const stop = useMutation({ mutationFn: (id: number) => api['capture:stop']({ id }), onSuccess: remember });
 
   const set = <K extends keyof Fields>(key: K, value: Fields[K]): void => setFields((f) => ({ ...f, [key]: value }));
+  const locked = active !== null || start.isPending;
+  const bind = (key: TextKey) => ({
+    value: fields[key],
+    onChange: (value: string) => set(key, value),
+    disabled: locked,
+  });
 
   const onSubmit = (e: FormEvent): void => {
     e.preventDefault();
@@ -93,7 +131,6 @@ export function CaptureForm({ active, latest }: { active: CaptureInfo | null; la
   };
 
   const busy = start.isPending || stop.isPending || active?.state === 'stopping';
-  const locked = active !== null || start.isPending;
   const callError = start.error?.message ?? stop.error?.message ?? null;
   // A capture that failed to start is also recorded, and the status line shows its
   // sentence; say it once.
@@ -110,66 +147,36 @@ export function CaptureForm({ active, latest }: { active: CaptureInfo | null; la
   return (
     <form className="capture-form" onSubmit={onSubmit} aria-label="Capture">
       <div className="fields">
-        <label className="field field-target">
-          <span>Target</span>
-          <input
-            name="target"
-            className="mono"
-            placeholder="[user@]host[:port]"
-            value={fields.target}
-            onChange={(e) => set('target', e.target.value)}
-            disabled={locked}
-            autoComplete="off"
-            spellCheck={false}
-          />
-        </label>
-        <label className="field field-path">
-          <span>Identity file</span>
-          <input
-            name="identity"
-            className="mono"
-            placeholder="ssh-agent when empty"
-            value={fields.identity}
-            onChange={(e) => set('identity', e.target.value)}
-            disabled={locked}
-            spellCheck={false}
-          />
-        </label>
-        <label className="field field-path">
-          <span>known_hosts</span>
-          <input
-            name="knownHosts"
-            className="mono"
-            placeholder="~/.ssh/known_hosts"
-            value={fields.knownHosts}
-            onChange={(e) => set('knownHosts', e.target.value)}
-            disabled={locked}
-            spellCheck={false}
-          />
-        </label>
-        <label className="field field-processes">
-          <span>Processes</span>
-          <input
-            name="processes"
-            className="mono"
-            placeholder="nginx, openresty, 4211"
-            value={fields.processes}
-            onChange={(e) => set('processes', e.target.value)}
-            disabled={locked}
-            spellCheck={false}
-          />
-        </label>
-        <label className="field field-duration">
-          <span>Duration</span>
-          <input
-            name="duration"
-            className="mono"
-            placeholder="60s"
-            value={fields.duration}
-            onChange={(e) => set('duration', e.target.value)}
-            disabled={locked}
-          />
-        </label>
+        <TextField
+          label="Target"
+          name="target"
+          kind="target"
+          placeholder="[user@]host[:port]"
+          {...bind('target')}
+          autoComplete="off"
+        />
+        <TextField
+          label="Identity file"
+          name="identity"
+          kind="path"
+          placeholder="ssh-agent when empty"
+          {...bind('identity')}
+        />
+        <TextField
+          label="known_hosts"
+          name="knownHosts"
+          kind="path"
+          placeholder="~/.ssh/known_hosts"
+          {...bind('knownHosts')}
+        />
+        <TextField
+          label="Processes"
+          name="processes"
+          kind="processes"
+          placeholder="nginx, openresty, 4211"
+          {...bind('processes')}
+        />
+        <TextField label="Duration" name="duration" kind="duration" placeholder="60s" {...bind('duration')} />
         <label
           className="field-check"
           title="Trust the node's host key on first connection and add it to known_hosts. A changed key is always refused."

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { parseDurationSec, parseList, splitTarget } from '../../../main/api/parse.ts';
 import { parseDuration } from '../../../main/cli/index.ts';
 import { parseTarget } from '../../../main/ssh/connect.ts';
 
@@ -19,5 +20,23 @@ describe('CLI arguments', () => {
     expect(parseDuration('5m')).toBe(300);
     expect(parseDuration('1h')).toBe(3600);
     expect(() => parseDuration('soon')).toThrow(/write e.g. 30s/);
+  });
+});
+
+describe('shared input syntax (CLI and capture form)', () => {
+  it('reads durations with units, and rejects zero and words', () => {
+    expect(parseDurationSec('500ms')).toBe(0.5);
+    expect(parseDurationSec(' 2M ')).toBe(120);
+    expect(parseDurationSec('1.5h')).toBe(5400);
+    expect(parseDurationSec('0s')).toBeNull();
+    expect(parseDurationSec('5 minutes')).toBeNull();
+  });
+  it('splits targets without filling defaults', () => {
+    expect(splitTarget('gw-1')).toEqual({ user: undefined, host: 'gw-1', port: undefined });
+    expect(splitTarget('root@[fe80::1]:22')).toEqual({ user: 'root', host: 'fe80::1', port: 22 });
+    expect(splitTarget('http://gw-1/')).toBeNull();
+  });
+  it('splits comma lists', () => {
+    expect(parseList(' nginx, 1234 ,,openresty ')).toEqual(['nginx', '1234', 'openresty']);
   });
 });
