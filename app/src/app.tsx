@@ -3,11 +3,14 @@ import { useState } from 'react';
 import { CaptureForm } from './components/capture-form.tsx';
 import { RequestLog } from './components/request-log.tsx';
 import { StatusLine } from './components/status-line.tsx';
+import { TraceView } from './components/trace-view.tsx';
 import { ACTIVE_STATES, appInfoQuery, capturesQuery } from './queries.ts';
 import { useLiveEvents } from './use-live-events.ts';
 
 export function App() {
   const [live, setLive] = useState(true);
+  /** The span whose trace is open, or null for the request log. */
+  const [traceOf, setTraceOf] = useState<number | null>(null);
   useLiveEvents({ live });
   const info = useQuery(appInfoQuery());
   const captures = useQuery(capturesQuery());
@@ -37,7 +40,15 @@ export function App() {
       </header>
       <CaptureForm active={active} latest={list[0] ?? null} />
       <StatusLine capture={current} loadError={captures.error?.message ?? null} />
-      <RequestLog captures={list} live={live} onLiveChange={setLive} />
+      {/* The log stays mounted (hidden) under an open trace: filters and scroll survive "back". */}
+      <RequestLog
+        captures={list}
+        live={live}
+        onLiveChange={setLive}
+        onOpenTrace={setTraceOf}
+        hidden={traceOf !== null}
+      />
+      {traceOf !== null && <TraceView key={traceOf} spanId={traceOf} onBack={() => setTraceOf(null)} />}
     </div>
   );
 }

@@ -3,6 +3,7 @@
 
 import { keepPreviousData, queryOptions } from '@tanstack/react-query';
 import type { CaptureInfo, RequestQuery } from '../../main/api/contract.ts';
+import type { TraceStart } from '../../main/api/trace.ts';
 import { api } from './api.ts';
 
 export const appInfoQuery = () =>
@@ -27,6 +28,23 @@ export const requestsQuery = (q: RequestQuery) =>
     queryFn: () => api['requests:query'](q),
     // Keep showing the old page while a new filter or a live refresh loads.
     placeholderData: keepPreviousData,
+    refetchOnWindowFocus: false,
+  });
+
+/** The assembled trace around one span (or trace id, or X-Request-ID). */
+export const traceQuery = (start: TraceStart) =>
+  queryOptions({
+    queryKey: ['trace:get', start] as const,
+    queryFn: async () => {
+      const trace = await api['trace:get'](start);
+      // The trace view's paint benchmark measures from here to the first drawn frame.
+      performance.mark('tapdeck:trace-received');
+      return trace;
+    },
+    // Assembled on demand from spans that may still be arriving: fetch again on reopen.
+    staleTime: 0,
+    gcTime: 0,
+    retry: false,
     refetchOnWindowFocus: false,
   });
 

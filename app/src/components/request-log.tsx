@@ -43,10 +43,15 @@ export function RequestLog({
   captures,
   live,
   onLiveChange,
+  onOpenTrace,
+  hidden = false,
 }: {
   captures: CaptureInfo[];
   live: boolean;
   onLiveChange: (live: boolean) => void;
+  /** Opens the trace of a span (a click on its row). */
+  onOpenTrace: (spanId: number) => void;
+  hidden?: boolean;
 }) {
   const [filters, setFilters] = useState<Filters>(NO_FILTERS);
   const [limit, setLimit] = useState(PAGE);
@@ -75,7 +80,7 @@ export function RequestLog({
   }
 
   return (
-    <section className="request-log" aria-label="Request log">
+    <section className="request-log" aria-label="Request log" hidden={hidden}>
       <div className="filters" role="search">
         <select aria-label="Capture" value={filters.captureId} onChange={(e) => set('captureId', e.target.value)}>
           <option value="">all captures</option>
@@ -161,7 +166,13 @@ export function RequestLog({
           </thead>
           <tbody>
             {rows.map((r) => (
-              <Row key={r.id} span={r} fresh={r.id > seen.freshAbove} onRequestId={(id) => set('xRequestId', id)} />
+              <Row
+                key={r.id}
+                span={r}
+                fresh={r.id > seen.freshAbove}
+                onRequestId={(id) => set('xRequestId', id)}
+                onOpen={() => onOpenTrace(r.id)}
+              />
             ))}
           </tbody>
         </table>
@@ -182,11 +193,30 @@ export function RequestLog({
   );
 }
 
-function Row({ span: s, fresh, onRequestId }: { span: StoredSpan; fresh: boolean; onRequestId: (id: string) => void }) {
+function Row({
+  span: s,
+  fresh,
+  onRequestId,
+  onOpen,
+}: {
+  span: StoredSpan;
+  fresh: boolean;
+  onRequestId: (id: string) => void;
+  onOpen: () => void;
+}) {
   const xrid = s.x_request_id_0 ?? s.x_request_id_1;
   const statusTitle = [s.response_status, s.response_exception].filter(Boolean).join(': ');
   return (
-    <tr className={fresh ? 'fresh' : undefined} data-span-id={s.id}>
+    <tr
+      className={fresh ? 'fresh openable' : 'openable'}
+      data-span-id={s.id}
+      tabIndex={0}
+      title="Open this request's trace"
+      onClick={onOpen}
+      onKeyDown={(e) => {
+        if (e.key === 'Enter') onOpen();
+      }}
+    >
       <td className="c-time mono" title={formatDateTime(s.start_time_us)}>
         {formatTime(s.start_time_us)}
       </td>
@@ -218,7 +248,10 @@ function Row({ span: s, fresh, onRequestId }: { span: StoredSpan; fresh: boolean
                 ? `request ${xrid}, response ${s.x_request_id_1}; click to show only this id`
                 : 'Show only this X-Request-ID'
             }
-            onClick={() => onRequestId(xrid)}
+            onClick={(e) => {
+              e.stopPropagation(); // filter the log, do not open the trace
+              onRequestId(xrid);
+            }}
           >
             {xrid}
           </button>

@@ -1,0 +1,63 @@
+// "Where the time went": the trace's self time aggregated by service, then endpoint,
+// drawn by d3-flame-graph (which packs children by value, so it has no time axis: the
+// time-axis chart is TraceChart). Click a frame to zoom into it, click the root to
+// zoom out.
+
+import flamegraph from 'd3-flame-graph';
+import { select } from 'd3-selection';
+import { useEffect, useRef } from 'react';
+import { formatDuration, formatShare, NETWORK_COLOR, NETWORK_SERVICE, type AggregateNode } from '../trace/model.ts';
+
+export function WhereTimeWent({
+  data,
+  totalSelfUs,
+  colors,
+}: {
+  data: AggregateNode;
+  totalSelfUs: number;
+  colors: ReadonlyMap<string, string>;
+}) {
+  const host = useRef<HTMLDivElement>(null);
+  const details = useRef<HTMLDivElement>(null);
+
+  useEffect(() => {
+    const el = host.current;
+    if (!el) return;
+    const width = Math.max(300, el.clientWidth);
+    const label = (name: string, value: number): string =>
+      `${name}: ${formatDuration(value)} self time (${formatShare(totalSelfUs > 0 ? value / totalSelfUs : 0)})`;
+    const chart = flamegraph<AggregateNode>()
+      .width(width)
+      .cellHeight(20)
+      .minHeight(20 * 5)
+      .transitionDuration(250)
+      .selfValue(true)
+      .inverted(true)
+      .sort(false)
+      .title('')
+      .setLabelHandler((d) => label(d.data.name, d.value))
+      .setColorMapper((d) => {
+        if (d.depth === 0) return '#adbac7';
+        const service = d.depth === 1 ? d.data.name : (d.parent?.data.name ?? '');
+        const base = service === NETWORK_SERVICE ? NETWORK_COLOR : (colors.get(service) ?? '#9aa0a6');
+        return d.depth === 1 ? base : `${base}b3`;
+      })
+      .setDetailsElement(details.current);
+    select(el).selectAll('*').remove();
+    select<HTMLElement, AggregateNode>(el).datum(data).call(chart);
+    return () => {
+      chart.destroy();
+      select(el).selectAll('*').remove();
+    };
+  }, [data, totalSelfUs, colors]);
+
+  return (
+    <section className="where-time-went" aria-label="Where the time went">
+      <h3>
+        Where the time went <span className="muted">self time by service, then endpoint · click to zoom</span>
+      </h3>
+      <div ref={host} className="wtw-chart" data-testid="where-time-went" />
+      <div ref={details} className="wtw-details mono muted" aria-live="polite" />
+    </section>
+  );
+}
