@@ -91,7 +91,7 @@ function TraceBody({ trace }: { trace: Trace }) {
           <SpanDetails bar={bar} layout={layout} onClose={() => setSelected(null)} onSelect={setSelected} />
         ) : (
           <p className="muted trace-hint">
-            Click a span for every field; its ancestors are outlined. Wheel zooms, drag pans.
+            Click a span for every field; its ancestors are outlined. Wheel zooms, drag pans, Shift+wheel scrolls rows.
           </p>
         )}
         <WhereTimeWent data={aggregate} totalSelfUs={layout.totalSelfUs} colors={colors} />
@@ -111,6 +111,7 @@ function TraceChart({
   onSelect: (index: number | null) => void;
 }) {
   const canvas = useRef<HTMLCanvasElement>(null);
+  const spacer = useRef<HTMLDivElement>(null);
   const chart = useRef<TimeChart | null>(null);
   const [hover, setHover] = useState<{ bar: Bar; x: number; y: number } | null>(null);
   const select = useRef(onSelect);
@@ -123,23 +124,28 @@ function TraceChart({
     if (!el) return;
     let first = true;
     const c = new TimeChart(el, layout, {
+      spacer: spacer.current ?? undefined,
       onHover: (bar, at) => setHover(bar ? { bar, ...at } : null),
       onClick: (bar) => select.current(bar ? bar.index : null),
       onDraw: () => {
         if (!first) return;
         first = false;
         performance.mark('tapdeck:trace-drawn');
-        // The frame is on screen once the next frame starts.
-        requestAnimationFrame(() => performance.mark('tapdeck:trace-painted'));
+        // Drawn inside an animation frame: a task queued now runs once that frame is painted.
+        setTimeout(() => performance.mark('tapdeck:trace-painted'), 0);
       },
     });
     chart.current = c;
     // The benchmark drives pan and zoom through this handle.
     (el as HTMLCanvasElement & { tapdeckChart?: TimeChart }).tapdeckChart = c;
+    // Width follows the chart's box; height follows the window.
     const ro = new ResizeObserver(() => c.resize());
-    if (el.parentElement) ro.observe(el.parentElement);
+    if (el.parentElement?.parentElement) ro.observe(el.parentElement.parentElement);
+    const onWindow = (): void => c.resize();
+    window.addEventListener('resize', onWindow);
     return () => {
       ro.disconnect();
+      window.removeEventListener('resize', onWindow);
       c.destroy();
       chart.current = null;
     };
@@ -162,6 +168,7 @@ function TraceChart({
       </div>
       <div className="trace-chart">
         <canvas ref={canvas} data-testid="trace-chart" aria-label="Spans on a time axis; rows are depth" />
+        <div ref={spacer} />
       </div>
       {hover && <SpanTooltip bar={hover.bar} x={hover.x} y={hover.y} />}
     </div>

@@ -34,6 +34,8 @@ export function WhereTimeWent({
       .selfValue(true)
       .inverted(true)
       .sort(false)
+      // Frames narrower than a pixel are not drawn (their time still counts above them).
+      .minFrameSize(1)
       .title('')
       .setLabelHandler((d) => label(d.data.name, d.value))
       .setColorMapper((d) => {
@@ -43,9 +45,18 @@ export function WhereTimeWent({
         return d.depth === 1 ? base : `${base}b3`;
       })
       .setDetailsElement(details.current);
-    select(el).selectAll('*').remove();
-    select<HTMLElement, AggregateNode>(el).datum(data).call(chart);
+    // Built after the time chart's first frame is on screen (the chart asked for its
+    // animation frame first): a trace with many endpoints makes many SVG frames.
+    let timer = 0;
+    const frame = requestAnimationFrame(() => {
+      timer = window.setTimeout(() => {
+        select(el).selectAll('*').remove();
+        select<HTMLElement, AggregateNode>(el).datum(data).call(chart);
+      }, 0);
+    });
     return () => {
+      cancelAnimationFrame(frame);
+      clearTimeout(timer);
       chart.destroy();
       select(el).selectAll('*').remove();
     };

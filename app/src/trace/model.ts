@@ -20,8 +20,11 @@ export interface Bar {
   row: number;
   service: string;
   color: string;
-  /** Text drawn on the bar: call information then duration. */
-  label: string;
+}
+
+/** Text drawn on a bar: call information then duration (built when first drawn). */
+export function barLabel(bar: Bar): string {
+  return `${callInfo(bar.node)} · ${formatDuration(durationOf(bar.node))}`;
 }
 
 export interface ServiceShare {
@@ -138,7 +141,6 @@ export function layoutTrace(trace: Trace): TraceLayout {
       row: 0,
       service,
       color: colorOf(service, node.kind),
-      label: `${callInfo(node)} · ${formatDuration(durationOf(node))}`,
     };
     bars.push(bar);
     const kids = [...node.children].sort((a, b) => b.renderStartUs - a.renderStartUs);
