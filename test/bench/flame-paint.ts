@@ -17,7 +17,6 @@ import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { ApiHandlers } from '../../main/api/contract.ts';
-import type { Span } from '../../main/api/records.ts';
 import { createCore } from '../../main/core/core.ts';
 import { APP_ROOT, RENDERER_DIR } from '../../main/paths.ts';
 import { startWebServer } from '../../main/web/server.ts';
@@ -53,7 +52,7 @@ const core = await createCore({ dbPath: join(dir, 'bench.sqlite'), mode: 'web' }
 const captureId = await core.store.createCapture({ target: 'root@gw-1:22', startedAtUs: trace.startUs });
 // The request log shows the trace's first span; opening it answers the fixture.
 const { id: _id, capture_id: _c, ...rootSpan } = trace.roots[0]!.span;
-core.store.appendSpans(captureId, [rootSpan as Span]);
+core.store.appendSpans(captureId, [rootSpan]);
 await core.store.flush();
 const handlers: ApiHandlers = { ...core.handlers, 'trace:get': () => Promise.resolve(trace) };
 const server = await startWebServer({ core: { handlers, events: core.events }, rendererDir: RENDERER_DIR });
