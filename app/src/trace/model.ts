@@ -242,13 +242,13 @@ export function aggregateSelfTime(layout: TraceLayout): AggregateNode {
     byService.set(b.service, eps);
     eps.set(endpoint, (eps.get(endpoint) ?? 0) + Math.max(0, b.node.selfTimeUs));
   }
-  const children: AggregateNode[] = [...byService].map(([service, eps]) => ({
+  // Services in the service list's order (largest self time first).
+  const children: AggregateNode[] = layout.services.map(({ service }) => ({
     name: service,
     value: 0,
-    children: [...eps].map(([name, value]) => ({ name, value })).sort((a, b) => b.value - a.value),
+    children: [...(byService.get(service) ?? [])]
+      .map(([name, value]) => ({ name, value }))
+      .sort((a, b) => b.value - a.value),
   }));
-  children.sort(
-    (a, b) => (b.children ?? []).reduce((t, c) => t + c.value, 0) - (a.children ?? []).reduce((t, c) => t + c.value, 0),
-  );
   return { name: 'trace', value: 0, children };
 }
