@@ -4,6 +4,7 @@
 // This file must stay free of Node and Electron imports: the renderer imports it.
 
 import type { ResponseStatus, StoredSpan } from './records.ts';
+import type { Trace, TraceStart } from './trace.ts';
 
 export interface CaptureRequest {
   /** `[user@]host[:port]` */
@@ -80,6 +81,8 @@ export interface ApiCalls {
   'capture:stop': (req: { id: number }) => Promise<CaptureInfo>;
   'capture:list': () => Promise<CaptureInfo[]>;
   'requests:query': (q: RequestQuery) => Promise<RequestPage>;
+  /** The assembled trace around a span; rejects with code `not_found` when nothing matches. */
+  'trace:get': (q: TraceStart) => Promise<Trace>;
 }
 
 /** Events the core pushes to every renderer. */
@@ -97,6 +100,7 @@ export const CHANNELS = [
   'capture:stop',
   'capture:list',
   'requests:query',
+  'trace:get',
 ] as const satisfies readonly Channel[];
 
 export const EVENT_NAMES = ['capture:updated', 'spans:added'] as const satisfies readonly EventName[];

@@ -6,6 +6,7 @@ import { startCapture, type CaptureHandle } from '../capture/session.ts';
 import { VERSION } from '../paths.ts';
 import { Store } from '../store/store.ts';
 import { EventBus } from './events.ts';
+import { parseTraceStart } from '../trace/start.ts';
 
 export interface CoreOptions {
   dbPath: string;
@@ -41,6 +42,7 @@ export async function createCore(opts: CoreOptions): Promise<Core> {
     },
     'capture:list': () => store.listCaptures(),
     'requests:query': (q) => store.querySpans(q),
+    'trace:get': (q) => store.trace(parseTraceStart(q)),
   };
 
   return {
