@@ -81,6 +81,7 @@ export interface ApiCalls {
   'capture:stop': (req: { id: number }) => Promise<CaptureInfo>;
   'capture:list': () => Promise<CaptureInfo[]>;
   'requests:query': (q: RequestQuery) => Promise<RequestPage>;
+  /** The assembled trace around a span; rejects with code `not_found` when nothing matches. */
   'trace:get': (q: TraceStart) => Promise<Trace>;
 }
 

@@ -4,12 +4,14 @@
 import { existsSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import type { RequestQuery } from '../api/contract.ts';
+import type { Trace, TraceNode, TraceStart } from '../api/trace.ts';
 import { parseDurationSec } from '../api/parse.ts';
 import { SPAN_FIELDS, type ResponseStatus, type StoredSpan } from '../api/records.ts';
 import { startCapture } from '../capture/session.ts';
 import { EventBus } from '../core/events.ts';
 import { VERSION } from '../paths.ts';
 import { Store } from '../store/store.ts';
+import { parseTraceStart } from '../trace/start.ts';
 
 export class UsageError extends Error {
   override name = 'UsageError';
@@ -22,6 +24,7 @@ const USAGE = `tapdeck ${VERSION}: capture a gateway node over SSH into one SQLi
   tapdeck requests --db FILE [--method M] [--path TEXT] [--domain HOST] [--status ok|client_error|server_error|timeout|unknown]
                    [--code N | --min-code N --max-code N] [--x-request-id ID] [--min-duration MS]
                    [--observation-point s-p|c-p|...] [--capture ID] [--json] [--limit N]
+  tapdeck trace    --db FILE (--request-id ID | --trace-id ID | --span ID) [--json]
   tapdeck serve    [--db FILE] [--port N]
   tapdeck --version
 `;
@@ -201,6 +204,75 @@ async function requestsCmd(args: string[]): Promise<number> {
   return 0;
 }
 
+const ms = (us: number): string => `${(us / 1000).toFixed(2)} ms`;
+
+/** The trace as an indented text tree, one span per line. */
+export function formatTrace(t: Trace): string {
+  const lines: string[] = [];
+  const conflicts = Object.entries(t.conflicts)
+    .map(([k, v]) => `${k} ${v}`)
+    .join(', ');
+  const skewed = t.skew
+    .filter((x) => x.offsetUs !== 0)
+    .map((x) => `${x.node} ${x.offsetUs >= 0 ? '+' : ''}${ms(x.offsetUs)}`);
+  lines.push(
+    `trace from span ${t.startSpanId}: ${t.spanCount} spans, ${ms(t.endUs - t.startUs)}, ${t.rounds} search rounds` +
+      (t.truncated ? ' (stopped at a limit: the trace may be incomplete)' : '') +
+      (t.pruned ? `, ${t.pruned} found but not in this tree` : '') +
+      (conflicts ? `; links refused: ${conflicts}` : '') +
+      (skewed.length ? `; clock skew corrected: ${skewed.join(', ')}` : ''),
+  );
+  const walk = (n: TraceNode): void => {
+    const s = n.span;
+    const who = s.process_name ?? s.app_service ?? s.interface ?? '';
+    const where = s.process_name !== null && s.pid !== null ? `${who}[${s.pid}]` : who;
+    const status = s.response_code !== null ? String(s.response_code) : s.response_status;
+    lines.push(
+      `${'  '.repeat(n.depth)}${n.kind} ${pad(s.observation_point, 5)} ${where}${s.node ? `@${s.node}` : ''}  ` +
+        `${s.request_type ?? ''} ${s.request_domain ?? ''}${s.request_resource ?? ''}  ${status}  ${ms(s.duration_us)}  self ${ms(n.selfTimeUs)}  (#${s.id}, ${n.linkedBy})`,
+    );
+    n.children.forEach(walk);
+  };
+  t.roots.forEach(walk);
+  return lines.join('\n');
+}
+
+async function traceCmd(args: string[]): Promise<number> {
+  const { values } = parse(args, {
+    db: { type: 'string' },
+    json: { type: 'boolean' },
+    'request-id': { type: 'string' },
+    'trace-id': { type: 'string' },
+    span: { type: 'string' },
+  });
+  const db = need(values.db, '--db');
+  const given = (['request-id', 'trace-id', 'span'] as const).filter((k) => values[k] !== undefined);
+  if (given.length !== 1)
+    throw new UsageError(
+      `Say where the trace starts with exactly one of --request-id ID, --trace-id ID or --span ID (a span's "id" from \`tapdeck requests --json\`).\n\n${USAGE}`,
+    );
+  let start: TraceStart;
+  if (values.span !== undefined) {
+    const id = Number(values.span);
+    if (!Number.isSafeInteger(id) || id <= 0)
+      throw new UsageError(
+        `--span "${values.span}" is not a span id: give the "id" of a row from \`tapdeck requests --json\`.`,
+      );
+    start = { spanId: id };
+  } else if (values['request-id'] !== undefined) start = { requestId: values['request-id'] };
+  else start = { traceId: values['trace-id']! };
+  if (!existsSync(db))
+    throw new UsageError(`${db} does not exist: capture into it first with "tapdeck capture --db ${db} …".`);
+  const store = await Store.open(db);
+  try {
+    const trace = await store.trace(parseTraceStart(start));
+    process.stdout.write((values.json ? JSON.stringify(trace) : formatTrace(trace)) + '\n');
+  } finally {
+    await store.close();
+  }
+  return 0;
+}
+
 async function serveCmd(args: string[]): Promise<number> {
   const { values } = parse(args, { db: { type: 'string' }, port: { type: 'string' } });
   const { serveCommand } = await import('../web/serve.ts');
@@ -216,6 +288,8 @@ export async function main(argv: string[]): Promise<number> {
         return await captureCmd(rest);
       case 'requests':
         return await requestsCmd(rest);
+      case 'trace':
+        return await traceCmd(rest);
       case 'serve':
         return await serveCmd(rest);
       case '--version':

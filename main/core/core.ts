@@ -3,10 +3,10 @@
 
 import type { ApiHandlers, AppInfo, CaptureInfo } from '../api/contract.ts';
 import { startCapture, type CaptureHandle } from '../capture/session.ts';
-import { CodedError } from '../errors.ts';
 import { VERSION } from '../paths.ts';
 import { Store } from '../store/store.ts';
 import { EventBus } from './events.ts';
+import { parseTraceStart } from '../trace/start.ts';
 
 export interface CoreOptions {
   dbPath: string;
@@ -42,11 +42,7 @@ export async function createCore(opts: CoreOptions): Promise<Core> {
     },
     'capture:list': () => store.listCaptures(),
     'requests:query': (q) => store.querySpans(q),
-    // Placeholder until the trace assembly (branch `trace`) is merged: take its handler.
-    'trace:get': () =>
-      Promise.reject(
-        new CodedError('not_found', 'This build of Tapdeck cannot assemble traces yet: update it and try again.'),
-      ),
+    'trace:get': (q) => store.trace(parseTraceStart(q)),
   };
 
   return {

@@ -4,6 +4,9 @@
 import Database from 'better-sqlite3';
 import type { CaptureInfo, CaptureState, CaptureStats, RequestPage, RequestQuery } from '../api/contract.ts';
 import { SPAN_FIELDS, type Span, type StoredSpan } from '../api/records.ts';
+import type { Trace, TraceStart } from '../api/trace.ts';
+import { assembleTrace, type AssembleOptions } from '../trace/assemble.ts';
+import type { TraceSource } from '../trace/source.ts';
 import { migrate, SchemaError } from './schema.ts';
 
 export type Db = Database.Database;
@@ -244,4 +247,43 @@ export function querySpans(db: Db, q: RequestQuery): RequestPage {
     )
     .all(...pageVals, limit) as Record<string, unknown>[];
   return { rows: rows.map(rowToSpan), total };
+}
+
+/** Trace assembly's lookups (main/trace/source.ts), each served by an index (migration 2). */
+export function traceSource(db: Db): TraceSource {
+  const cache = new Map<string, Database.Statement>();
+  const by = (where: string) => {
+    const sql = `SELECT * FROM spans WHERE ${where} IN (SELECT value FROM json_each(?)) LIMIT ?`;
+    let stmt = cache.get(sql);
+    if (!stmt) cache.set(sql, (stmt = db.prepare(sql)));
+    const s = stmt;
+    return (values: readonly (string | number)[], limit: number): StoredSpan[] =>
+      values.length === 0
+        ? []
+        : (s.all(JSON.stringify(values), Math.min(limit, Number.MAX_SAFE_INTEGER)) as Record<string, unknown>[]).map(
+            rowToSpan,
+          );
+  };
+  const merged =
+    (...fns: ((v: readonly (string | number)[], limit: number) => StoredSpan[])[]) =>
+    (values: readonly (string | number)[], limit: number): StoredSpan[] => {
+      const out = new Map<number, StoredSpan>();
+      for (const f of fns) for (const s of f(values, limit)) out.set(s.id, s);
+      return [...out.values()];
+    };
+  const id = by('id');
+  return {
+    byIds: (ids) => id(ids, ids.length),
+    byXRequestIds: merged(by('x_request_id_0'), by('x_request_id_1')),
+    byTraceIds: by('trace_id'),
+    bySpanIds: by('span_id'),
+    byParentSpanIds: by('parent_span_id'),
+    bySyscallTraceIds: merged(by('syscall_trace_id_request'), by('syscall_trace_id_response')),
+    byReqTcpSeqs: by('req_tcp_seq'),
+  };
+}
+
+/** Assembles the trace that `start` names (see main/trace). */
+export function assembleTraceFrom(db: Db, start: TraceStart, opts?: AssembleOptions): Trace {
+  return assembleTrace(traceSource(db), start, opts);
 }

@@ -2,6 +2,7 @@
 
 import type { RequestQuery } from '../api/contract.ts';
 import type { Span } from '../api/records.ts';
+import type { TraceStart } from '../api/trace.ts';
 import type { CaptureUpdate, NewCapture, ProcessRecord } from './db.ts';
 
 export type StoreRequest = { id?: number } & (
@@ -13,8 +14,10 @@ export type StoreRequest = { id?: number } & (
   | { op: 'listCaptures' }
   | { op: 'getCapture'; captureId: number }
   | { op: 'querySpans'; query: RequestQuery }
+  | { op: 'trace'; start: TraceStart }
   | { op: 'close' }
 );
 
 export type StoreResponse =
-  { id: number; ok: true; value: unknown } | { id: number; ok: false; error: { name: string; message: string } };
+  | { id: number; ok: true; value: unknown }
+  | { id: number; ok: false; error: { name: string; message: string; code?: string; status?: number } };

@@ -93,6 +93,21 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX spans_by_trace ON spans (trace_id) WHERE trace_id IS NOT NULL;
     `,
   },
+  {
+    version: 2,
+    description: 'indexes for trace assembly',
+    // The search looks spans up by these keys (main/trace/search.ts). Span ids are
+    // rare on S spans: partial indexes. Syscall trace ids and the request's TCP
+    // sequence number are on every S span; the response's sequence number is only
+    // checked, never looked up, so it has no index.
+    sql: `
+      CREATE INDEX IF NOT EXISTS spans_by_span_id ON spans (span_id) WHERE span_id IS NOT NULL;
+      CREATE INDEX IF NOT EXISTS spans_by_parent_span_id ON spans (parent_span_id) WHERE parent_span_id IS NOT NULL;
+      CREATE INDEX IF NOT EXISTS spans_by_syscall_req ON spans (syscall_trace_id_request) WHERE syscall_trace_id_request IS NOT NULL;
+      CREATE INDEX IF NOT EXISTS spans_by_syscall_resp ON spans (syscall_trace_id_response) WHERE syscall_trace_id_response IS NOT NULL;
+      CREATE INDEX IF NOT EXISTS spans_by_req_tcp_seq ON spans (req_tcp_seq) WHERE req_tcp_seq IS NOT NULL;
+    `,
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]?.version ?? 0;

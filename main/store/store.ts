@@ -4,13 +4,21 @@
 import { Worker } from 'node:worker_threads';
 import type { CaptureInfo, RequestPage, RequestQuery } from '../api/contract.ts';
 import type { Span } from '../api/records.ts';
+import { CodedError } from '../errors.ts';
+import type { Trace, TraceStart } from '../api/trace.ts';
 import type { CaptureUpdate, NewCapture, ProcessRecord } from './db.ts';
 import type { StoreRequest, StoreResponse } from './protocol.ts';
 
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
 
-export class StoreError extends Error {
+/** An error from the store; `code` is the worker-side error's code (e.g. `not_found`) or name. */
+export class StoreError extends CodedError<string> {
   override name = 'StoreError';
+  /** The HTTP status the worker-side error carried (404 for `not_found`). */
+  status?: number;
+  constructor(message: string, code = 'StoreError') {
+    super(code, message);
+  }
 }
 
 // Run from TypeScript sources (tests, dev) or from the compiled dist/ (app, CLI).
@@ -32,7 +40,13 @@ export class Store {
       if (!w) return;
       this.waiting.delete(res.id);
       if (res.ok) w.resolve(res.value);
-      else w.reject(Object.assign(new StoreError(res.error.message), { name: res.error.name }));
+      else {
+        const e = Object.assign(new StoreError(res.error.message, res.error.code ?? res.error.name), {
+          name: res.error.name,
+        });
+        if (res.error.status !== undefined) e.status = res.error.status;
+        w.reject(e);
+      }
     });
     worker.on('error', (err) => this.failAll(err));
     worker.on('exit', () => this.failAll(new StoreError('the store worker stopped')));
@@ -92,6 +106,11 @@ export class Store {
   }
   querySpans(query: RequestQuery): Promise<RequestPage> {
     return this.call({ op: 'querySpans', query });
+  }
+
+  /** Assembles the trace `start` names, in the worker; rejects with code `not_found` when nothing matches. */
+  trace(start: TraceStart): Promise<Trace> {
+    return this.call({ op: 'trace', start });
   }
 
   async close(): Promise<void> {

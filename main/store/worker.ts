@@ -71,6 +71,9 @@ function handle(req: StoreRequest): unknown {
     case 'querySpans':
       flush();
       return db.querySpans(conn, req.query);
+    case 'trace':
+      flush();
+      return db.assembleTraceFrom(conn, req.start);
     case 'close':
       flush();
       conn.close();
@@ -84,9 +87,15 @@ port.on('message', (req: StoreRequest) => {
     if (req.id !== undefined) port.postMessage({ id: req.id, ok: true, value } satisfies StoreResponse);
     if (req.op === 'close') port.close();
   } catch (err) {
-    const e = err as Error;
+    const e = err as Error & { code?: unknown; status?: unknown };
+    const code = typeof e.code === 'string' ? e.code : undefined;
+    const status = typeof e.status === 'number' ? e.status : undefined;
     if (req.id !== undefined)
-      port.postMessage({ id: req.id, ok: false, error: { name: e.name, message: e.message } } satisfies StoreResponse);
+      port.postMessage({
+        id: req.id,
+        ok: false,
+        error: { name: e.name, message: e.message, code, status },
+      } satisfies StoreResponse);
     else console.error(`tapdeck store: ${req.op} failed: ${e.message}`);
   }
 });

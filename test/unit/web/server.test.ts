@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import type { RequestPage } from '../../../main/api/contract.ts';
+import type { Trace } from '../../../main/api/trace.ts';
 import { createCore, type Core } from '../../../main/core/core.ts';
 import { startWebServer, type WebServer } from '../../../main/web/server.ts';
 import { gatewayTraffic } from './span-fixtures.ts';
@@ -167,6 +168,30 @@ describe('web bridge', () => {
       (await api('requests:query', [{ xRequestId: '7f3c2a10-0003-4b8e-9d21-a1b2c3d4e5f6' }])).body,
     ) as RequestPage;
     expect(one.rows.map((r) => r.observation_point).sort()).toEqual(['c-p', 's-p']);
+  });
+
+  it('answers trace:get with the assembled tree, 404 not_found when nothing matches', async () => {
+    const xrid = '7f3c2a10-0003-4b8e-9d21-a1b2c3d4e5f6';
+    const res = await api('trace:get', [{ requestId: xrid }]);
+    expect(res.status).toBe(200);
+    const t = JSON.parse(res.body) as Trace;
+    expect(t.spanCount).toBe(2);
+    expect(t.roots).toHaveLength(1);
+    expect(t.roots[0]!.span).toMatchObject({ observation_point: 's-p', x_request_id_1: xrid });
+    expect(t.roots[0]!.children.map((c) => [c.span.observation_point, c.linkedBy, c.depth])).toEqual([
+      ['c-p', 'x_request_id', 1],
+    ]);
+    const missing = await api('trace:get', [{ requestId: 'no-such-id' }]);
+    expect(missing.status).toBe(404);
+    expect(JSON.parse(missing.body)).toMatchObject({
+      error: {
+        code: 'not_found',
+        message: expect.stringMatching(/^No span in this capture file has X-Request-ID "no-such-id"/) as unknown,
+      },
+    });
+    const bad = await api('trace:get', [{ requestId: 'a', spanId: 1 }]);
+    expect(bad.status).toBe(400);
+    expect(JSON.parse(bad.body)).toMatchObject({ error: { code: 'bad_request' } });
   });
 
   it("turns a core error into { error } with the core's sentence", async () => {
