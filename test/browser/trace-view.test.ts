@@ -1,6 +1,8 @@
 // The trace view in Debian's Chromium (web mode), against a real core on a temporary
 // capture file: a request's S span chain (gateway nginx → orders → inventory, as the
-// collector emits them, through the real Store) is opened from the request log; a
+// collector emits them, through the real Store) is opened from the request log and
+// assembled by the core's trace:get (main/trace: X-Request-ID, syscall trace ids, TCP
+// sequence numbers); a
 // hover shows the span's call, instance and time; a click outlines the span and its
 // ancestors and lists every field; a service in the list highlights its spans.
 // Screenshots go to test/artifacts/trace-*.png.
@@ -12,9 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { ApiHandlers } from '../../main/api/contract.ts';
-import type { Span, StoredSpan } from '../../main/api/records.ts';
-import type { Trace, TraceNode } from '../../main/api/trace.ts';
+import type { Span } from '../../main/api/records.ts';
 import { createCore, type Core } from '../../main/core/core.ts';
 import { APP_ROOT, RENDERER_DIR } from '../../main/paths.ts';
 import { startWebServer, type WebServer } from '../../main/web/server.ts';
@@ -37,6 +37,10 @@ function sSpan(o: {
   client: [string, number];
   server: [string, number];
   host: string;
+  /** Thread-based ids of the request's and the response's first syscalls. */
+  syscall: [number, number];
+  /** TCP sequence numbers of the request's and the response's first bytes. */
+  seq: [number, number];
 }): Span {
   return {
     ...makeSpan({
@@ -56,137 +60,90 @@ function sSpan(o: {
     client_port: o.client[1],
     server_ip: o.server[0],
     server_port: o.server[1],
-    syscall_trace_id_request: null,
-    syscall_trace_id_response: null,
+    syscall_trace_id_request: o.syscall[0],
+    syscall_trace_id_response: o.syscall[1],
+    req_tcp_seq: o.seq[0],
+    resp_tcp_seq: o.seq[1],
   };
 }
 
-// Client → gateway (nginx, s-p) → orders (node, s-p, after nginx's c-p) → inventory
-// (java, s-p, after orders' c-p). Times: µs after T0.
+// Client → gateway (nginx s-p, then its c-p to orders) → orders (node s-p, then its
+// c-p to inventory) → inventory (java s-p). Times: µs after T0. Per thread, an ingress
+// after an egress starts a new syscall trace id (STREAM.md), so a process's inbound
+// request and its outbound call share one id, its upstream's answer and its own answer
+// the next; caller and callee of one exchange share TCP sequence numbers.
+const ID = 0x5a5a5_0000_0000;
+const GW = { node: 'gw-1', process: 'nginx', pid: 4211 };
+const ORDERS = { node: 'svc-a', process: 'node', pid: 812 };
+const INVENTORY = { node: 'svc-b', process: 'java', pid: 1290 };
+const toOrders = { client: ['198.18.0.20', 40312], server: ['198.18.0.30', 8080], host: 'orders.internal' } as const;
+const toInventory = {
+  client: ['198.18.0.30', 45001],
+  server: ['198.18.0.40', 8080],
+  host: 'inventory.internal',
+} as const;
 const CHAIN: Span[] = [
   sSpan({
+    ...GW,
     op: 's-p',
     path: '/api/v1/orders/77',
     at: 0,
     dur: 30_000,
-    node: 'gw-1',
-    process: 'nginx',
-    pid: 4211,
     client: ['198.18.0.10', 51234],
     server: ['198.18.0.20', 80],
     host: 'api.shop.example',
+    syscall: [ID + 1, ID + 2],
+    seq: [1_000_001, 2_000_001],
   }),
   sSpan({
+    ...GW,
+    ...toOrders,
+    client: [...toOrders.client],
+    server: [...toOrders.server],
     op: 'c-p',
     path: '/orders/77',
     at: 500,
     dur: 28_600,
-    node: 'gw-1',
-    process: 'nginx',
-    pid: 4211,
-    client: ['198.18.0.20', 40312],
-    server: ['198.18.0.30', 8080],
-    host: 'orders.internal',
+    syscall: [ID + 1, ID + 2],
+    seq: [3_000_001, 4_000_001],
   }),
   sSpan({
+    ...ORDERS,
+    ...toOrders,
+    client: [...toOrders.client],
+    server: [...toOrders.server],
     op: 's-p',
     path: '/orders/77',
     at: 900,
     dur: 27_800,
-    node: 'svc-a',
-    process: 'node',
-    pid: 812,
-    client: ['198.18.0.20', 40312],
-    server: ['198.18.0.30', 8080],
-    host: 'orders.internal',
+    syscall: [ID + 11, ID + 12],
+    seq: [3_000_001, 4_000_001],
   }),
   sSpan({
+    ...ORDERS,
+    ...toInventory,
+    client: [...toInventory.client],
+    server: [...toInventory.server],
     op: 'c-p',
     path: '/stock?order=77',
     at: 6_000,
     dur: 12_400,
-    node: 'svc-a',
-    process: 'node',
-    pid: 812,
-    client: ['198.18.0.30', 45001],
-    server: ['198.18.0.40', 8080],
-    host: 'inventory.internal',
+    syscall: [ID + 11, ID + 12],
+    seq: [5_000_001, 6_000_001],
   }),
   sSpan({
+    ...INVENTORY,
+    ...toInventory,
+    client: [...toInventory.client],
+    server: [...toInventory.server],
     op: 's-p',
     path: '/stock?order=77',
     at: 6_400,
     dur: 11_600,
-    node: 'svc-b',
-    process: 'java',
-    pid: 1290,
-    client: ['198.18.0.30', 45001],
-    server: ['198.18.0.40', 8080],
-    host: 'inventory.internal',
+    syscall: [ID + 21, ID + 21],
+    seq: [5_000_001, 6_000_001],
   }),
 ];
-
-/**
- * Stand-in for `trace:get` until the trace assembly is merged (branch `trace`): links
- * the spans that share the start span's X-Request-ID and nests each inside the
- * shortest span that contains it in time. Replace with the core's own handler.
- */
-function interimTraceGet(core: Core): ApiHandlers['trace:get'] {
-  return async (q) => {
-    if (!('spanId' in q)) throw Object.assign(new Error('Only spanId is supported here.'), { code: 'bad_request' });
-    const all = (await core.handlers['requests:query']({ limit: 1000 })).rows;
-    const start = all.find((s) => s.id === q.spanId);
-    const xrid = start?.x_request_id_0;
-    if (!start || !xrid)
-      throw Object.assign(new Error(`No span #${q.spanId} with an X-Request-ID in this file.`), { code: 'not_found' });
-    const spans = all.filter((s) => s.x_request_id_0 === xrid).sort((a, b) => a.start_time_us - b.start_time_us);
-    const nodes = new Map<number, TraceNode>();
-    const parentOf = (s: StoredSpan): StoredSpan | undefined =>
-      spans
-        .filter((p) => p !== s && p.start_time_us <= s.start_time_us && p.end_time_us >= s.end_time_us)
-        .sort((a, b) => a.duration_us - b.duration_us)[0];
-    for (const s of spans)
-      nodes.set(s.id, {
-        span: s,
-        kind: 'S',
-        linkedBy: s.id === start.id ? 'start' : 'x_request_id',
-        linkedFrom: s.id === start.id ? null : start.id,
-        depth: 0,
-        selfTimeUs: s.duration_us,
-        renderStartUs: s.start_time_us,
-        renderEndUs: s.end_time_us,
-        children: [],
-      });
-    const roots: TraceNode[] = [];
-    for (const s of spans) {
-      const p = parentOf(s);
-      const n = nodes.get(s.id)!;
-      if (p) {
-        const pn = nodes.get(p.id)!;
-        pn.children.push(n);
-        pn.selfTimeUs -= s.duration_us; // chains here: children never overlap
-      } else roots.push(n);
-    }
-    const setDepth = (n: TraceNode, d: number): void => {
-      n.depth = d;
-      n.children.forEach((c) => setDepth(c, d + 1));
-    };
-    roots.forEach((r) => setDepth(r, 0));
-    const trace: Trace = {
-      startSpanId: start.id,
-      roots,
-      spanCount: spans.length,
-      startUs: spans[0]!.start_time_us,
-      endUs: Math.max(...spans.map((s) => s.end_time_us)),
-      rounds: 1,
-      truncated: false,
-      conflicts: {},
-      pruned: 0,
-      skew: [],
-    };
-    return trace;
-  };
-}
 
 let dir: string;
 let core: Core;
@@ -207,9 +164,8 @@ beforeAll(async () => {
   core.store.appendSpans(captureId, CHAIN);
   core.store.appendSpans(captureId, gatewayTraffic(4, T0 + 1_000_000));
   await core.store.flush();
-  const handlers: ApiHandlers = { ...core.handlers, 'trace:get': interimTraceGet(core) };
   server = await startWebServer({
-    core: { handlers, events: core.events },
+    core,
     host: '127.0.0.1',
     rendererDir: RENDERER_DIR,
   });
