@@ -13,6 +13,7 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { BrowserContext, Page } from 'playwright-core';
+import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Span } from '../../main/api/records.ts';
 import { createCore, type Core } from '../../main/core/core.ts';
@@ -310,5 +311,29 @@ describe('trace view in the browser (web mode)', () => {
     expect(await page.locator('section.trace-view').count()).toBe(0);
     expect(await page.locator('table.log tbody tr').count()).toBe(25);
     expect(pageErrors).toEqual([]);
+  });
+
+  it('says so when the span is gone, and offers the way back', async () => {
+    // The file changed under the open log (another tool deleted a span): the row is
+    // still listed, its trace cannot be found.
+    const row = page.locator('table.log tbody tr').filter({ hasText: '/api/v1/payments' }).first();
+    const id = Number(await row.getAttribute('data-span-id'));
+    const db = new Database(join(dir, 'capture.sqlite'));
+    try {
+      expect(db.prepare('DELETE FROM spans WHERE id = ?').run(id).changes).toBe(1);
+    } finally {
+      db.close();
+    }
+    await row.locator('td.c-path').click();
+    const alert = page.locator('.trace-view [role=alert]');
+    await expect
+      .poll(() => alert.textContent())
+      .toContain(`No trace was found for span #${id}: it is not in this capture file any more.`);
+    expect(await alert.textContent()).toContain(`There is no span ${id} in this capture file`);
+    await page.screenshot({ path: join(ARTIFACTS, 'trace-not-found.png') });
+    await alert.getByRole('button', { name: 'Back to the request log' }).click();
+    await expect.poll(() => page.locator('section.request-log').isVisible()).toBe(true);
+    // Chromium logs the API's 404 answer itself; nothing else went wrong.
+    expect(pageErrors).toEqual(['Failed to load resource: the server responded with a status of 404 (Not Found)']);
   });
 });

@@ -39,12 +39,18 @@ export function TraceView({ spanId, onBack }: { spanId: number; onBack: () => vo
       {trace.isPending && <p className="empty">Assembling the trace…</p>}
       {trace.error && (
         <div className="trace-error" role="alert">
-          <p>
-            {code === 'not_found'
-              ? `No trace was found for span #${spanId}. ${trace.error.message}`
-              : trace.error.message}
-          </p>
-          <button type="button" className="btn" onClick={onBack}>
+          {code === 'not_found' ? (
+            <>
+              <p>
+                No trace was found for span #{spanId}: it is not in this capture file any more. Go back to the request
+                log and choose another request.
+              </p>
+              <p className="trace-error-detail">{trace.error.message}</p>
+            </>
+          ) : (
+            <p>{trace.error.message}</p>
+          )}
+          <button type="button" className="btn btn-plain" onClick={onBack}>
             Back to the request log
           </button>
         </div>
