@@ -16,6 +16,7 @@ import type { BrowserContext, Page } from 'playwright-core';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Span } from '../../main/api/records.ts';
+import { AXIS_HEIGHT, ROW_HEIGHT } from '../../app/src/trace/time-chart.ts';
 import { createCore, type Core } from '../../main/core/core.ts';
 import { APP_ROOT, RENDERER_DIR } from '../../main/paths.ts';
 import { startWebServer, type WebServer } from '../../main/web/server.ts';
@@ -197,8 +198,10 @@ async function barPoint(i: number, row: number, frac = 0.5): Promise<{ x: number
   const end = Math.max(...CHAIN.map((s) => s.end_time_us));
   const s = CHAIN[i]!;
   const mid = s.start_time_us + (s.end_time_us - s.start_time_us) * frac;
-  // Axis 24 px, rows 22 px (app/src/trace/time-chart.ts).
-  return { x: box.x + ((mid - start) / (end - start)) * box.width, y: box.y + 24 + row * 22 + 10 };
+  return {
+    x: box.x + ((mid - start) / (end - start)) * box.width,
+    y: box.y + AXIS_HEIGHT + row * ROW_HEIGHT + ROW_HEIGHT / 2 - 1,
+  };
 }
 
 /** The colour drawn at a point of the chart, as [r, g, b]. */
@@ -227,7 +230,9 @@ describe('trace view in the browser (web mode)', () => {
     const summary = await page.locator('.trace-summary').textContent();
     expect(summary).toContain('HTTP GET /api/v1/orders/77');
     expect(summary).toContain('5 spans · 30.0 ms');
-    await expect.poll(async () => (await chart().boundingBox())?.height ?? 0).toBeGreaterThan(24 + 5 * 22);
+    await expect
+      .poll(async () => (await chart().boundingBox())?.height ?? 0)
+      .toBeGreaterThan(AXIS_HEIGHT + 5 * ROW_HEIGHT);
     await page.screenshot({ path: join(ARTIFACTS, 'trace-view.png'), fullPage: true });
   });
 
@@ -270,7 +275,7 @@ describe('trace view in the browser (web mode)', () => {
     // On the chart: ancestors keep their colour and get a dark outline; the child (not
     // an ancestor) is faded towards white.
     const box = (await chart().boundingBox())!;
-    const rootLeftEdge = { x: box.x + 0.2, y: box.y + 24 + 6 };
+    const rootLeftEdge = { x: box.x + 0.2, y: box.y + AXIS_HEIGHT + 6 };
     await expect.poll(async () => brightness(await pixel(rootLeftEdge))).toBeLessThan(60);
     const childFill = brightness(await pixel(await barPoint(4, 4, 0.95)));
     const ancestorFill = brightness(await pixel(await barPoint(2, 2, 0.95)));

@@ -307,6 +307,23 @@ describe.skipIf(!isRoot)('tapdeck capture over SSH, end to end', () => {
         expect((await rows.locator('td.c-op').allTextContents()).sort()).toEqual(['c-p', 's-p']);
         expect(await rows.first().locator('td.c-path').textContent()).toBe(probe.path);
         expect(await rows.first().locator('td.c-status').textContent()).toBe('404');
+        // Its trace, assembled by the core from what the collector captured: nginx's
+        // inbound span with its upstream call inside.
+        await rows
+          .filter({ has: page.locator('td.c-op', { hasText: 's-p' }) })
+          .locator('td.c-path')
+          .click();
+        const summary = page.locator('.trace-summary');
+        await expect.poll(async () => (await summary.textContent()) ?? '', { timeout: 15_000 }).toContain('2 spans');
+        expect(await summary.textContent()).toContain(`HTTP GET ${probe.path}`);
+        expect(await page.locator('.service-list .service-name').allTextContents()).toEqual(['nginx']);
+        // The aggregated view draws after the chart, with a short animation.
+        await expect
+          .poll(() => page.locator('.where-time-went .d3-flame-graph-label').allTextContents())
+          .toContain('nginx');
+        await page.screenshot({ path: join(ARTIFACTS, 'e2e-trace.png') });
+        await page.getByRole('button', { name: '← Request log' }).click();
+        await expect.poll(async () => (await count.textContent()) ?? '').toMatch(/^2 requests/);
         await page.getByRole('button', { name: 'Clear' }).click();
         await expect
           .poll(async () => (await count.textContent()) ?? '')

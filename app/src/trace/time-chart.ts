@@ -367,7 +367,8 @@ export class TimeChart {
       ctx.moveTo(px, AXIS_HEIGHT - 5);
       ctx.lineTo(px, AXIS_HEIGHT);
       ctx.stroke();
-      ctx.fillText(label, px + 3, AXIS_HEIGHT / 2 - 2);
+      // A label that would run off the right edge is left out (its tick stays).
+      if (px + 3 + label.length * this.charW <= width) ctx.fillText(label, px + 3, AXIS_HEIGHT / 2 - 2);
     }
   }
 }
