@@ -5,7 +5,7 @@
 
 import flamegraph from 'd3-flame-graph';
 import { select } from 'd3-selection';
-import { useEffect, useRef } from 'react';
+import { useEffect, useRef, useState } from 'react';
 import { formatDuration, formatShare, NETWORK_COLOR, NETWORK_SERVICE, type AggregateNode } from '../trace/model.ts';
 
 export function WhereTimeWent({
@@ -19,15 +19,26 @@ export function WhereTimeWent({
 }) {
   const host = useRef<HTMLDivElement>(null);
   const details = useRef<HTMLDivElement>(null);
-
+  // d3-flame-graph draws at a fixed width: follow the box's width.
+  const [width, setWidth] = useState(0);
   useEffect(() => {
     const el = host.current;
     if (!el) return;
-    const width = Math.max(300, el.clientWidth);
+    const ro = new ResizeObserver((entries) => {
+      const w = Math.floor(entries[0]?.contentRect.width ?? 0);
+      if (w > 0) setWidth(w);
+    });
+    ro.observe(el);
+    return () => ro.disconnect();
+  }, []);
+
+  useEffect(() => {
+    const el = host.current;
+    if (!el || width === 0) return;
     const label = (name: string, value: number): string =>
       `${name}: ${formatDuration(value)} self time (${formatShare(totalSelfUs > 0 ? value / totalSelfUs : 0)})`;
     const chart = flamegraph<AggregateNode>()
-      .width(width)
+      .width(Math.max(300, width))
       .cellHeight(20)
       .minHeight(20 * 5)
       .transitionDuration(250)
@@ -60,7 +71,7 @@ export function WhereTimeWent({
       chart.destroy();
       select(el).selectAll('*').remove();
     };
-  }, [data, totalSelfUs, colors]);
+  }, [data, totalSelfUs, colors, width]);
 
   return (
     <section className="where-time-went" aria-label="Where the time went">
