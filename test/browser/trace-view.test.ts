@@ -233,6 +233,14 @@ describe('trace view in the browser (web mode)', () => {
     await expect
       .poll(async () => (await chart().boundingBox())?.height ?? 0)
       .toBeGreaterThan(AXIS_HEIGHT + 5 * ROW_HEIGHT);
+    // The span it was opened from (here the root) has a dashed amber outline.
+    const box = (await chart().boundingBox())!;
+    const rootTopEdge = { x: box.x + 2.2, y: box.y + AXIS_HEIGHT + 0.2 };
+    const amber = [0xf5, 0xa0, 0x00];
+    await expect.poll(async () => (await pixel(rootTopEdge)).every((c, i) => Math.abs(c - amber[i]!) <= 12)).toBe(true);
+    // The aggregated view draws after the chart, then animates for a moment.
+    await expect.poll(() => page.locator('.where-time-went .d3-flame-graph-label').allTextContents()).toContain('node');
+    await page.waitForTimeout(600); // for the screenshot only: let the animation end
     await page.screenshot({ path: join(ARTIFACTS, 'trace-view.png'), fullPage: true });
   });
 

@@ -83,9 +83,13 @@ function TraceBody({ trace }: { trace: Trace }) {
   const colors = useMemo(() => new Map(layout.services.map((s) => [s.service, s.color])), [layout]);
   const [selected, setSelected] = useState<number | null>(null);
   const [service, setService] = useState<string | null>(null);
+  const start = useMemo(
+    () => layout.bars.find((b) => b.node.span.id === trace.startSpanId)?.index ?? null,
+    [layout, trace.startSpanId],
+  );
   const emphasis = useMemo<Emphasis>(
-    () => ({ outlined: selected === null ? null : withAncestors(layout, selected), selected, service }),
-    [layout, selected, service],
+    () => ({ outlined: selected === null ? null : withAncestors(layout, selected), selected, service, start }),
+    [layout, selected, service, start],
   );
   const bar = selected === null ? null : (layout.bars[selected] ?? null);
 
@@ -97,7 +101,8 @@ function TraceBody({ trace }: { trace: Trace }) {
           <SpanDetails bar={bar} layout={layout} onClose={() => setSelected(null)} onSelect={setSelected} />
         ) : (
           <p className="muted trace-hint">
-            Click a span for every field; its ancestors are outlined. Wheel zooms, drag pans, Shift+wheel scrolls rows.
+            The span you opened has a dashed amber outline. Click a span for every field (its ancestors are outlined),
+            double-click to zoom to it. Wheel zooms, drag pans, Shift+wheel scrolls rows.
           </p>
         )}
         <WhereTimeWent data={aggregate} totalSelfUs={layout.totalSelfUs} colors={colors} />
@@ -186,13 +191,14 @@ function SpanTooltip({ bar, x, y }: { bar: Bar; x: number; y: number }) {
   const dur = Math.max(0, n.renderEndUs - n.renderStartUs);
   const selfShare = dur > 0 ? Math.min(1, n.selfTimeUs / dur) : 0;
   const flipX = x > window.innerWidth - 380;
+  const flipY = y > window.innerHeight - 110;
   const s = n.span;
   return (
     <div
       className="trace-tooltip"
       role="tooltip"
       data-testid="trace-tooltip"
-      style={{ left: flipX ? x - 370 : x + 14, top: y + 16 }}
+      style={{ left: flipX ? x - 370 : x + 14, top: flipY ? y - 90 : y + 16 }}
     >
       <div className="tt-call">
         <span className={`kind-icon${n.kind === 'N' ? ' kind-n' : ''}`}>{n.kind}</span> {callInfo(n)}

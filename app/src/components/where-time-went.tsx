@@ -40,7 +40,8 @@ export function WhereTimeWent({
     const chart = flamegraph<AggregateNode>()
       .width(Math.max(300, width))
       .cellHeight(20)
-      .minHeight(20 * 5)
+      // Three levels (trace, service, endpoint): no room left for deeper frames.
+      .height(20 * 3 + 2)
       .transitionDuration(250)
       .selfValue(true)
       .inverted(true)

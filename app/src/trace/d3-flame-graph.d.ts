@@ -17,6 +17,7 @@ declare module 'd3-flame-graph' {
     (selection: Selection<HTMLElement, T, null, undefined>): void;
     width(w: number): FlameGraph<T>;
     cellHeight(h: number): FlameGraph<T>;
+    height(h: number): FlameGraph<T>;
     minHeight(h: number): FlameGraph<T>;
     transitionDuration(ms: number): FlameGraph<T>;
     selfValue(on: boolean): FlameGraph<T>;

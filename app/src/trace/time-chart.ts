@@ -18,6 +18,8 @@ const FONT_PX = 11;
 const FONT = `${FONT_PX}px ui-monospace, 'DejaVu Sans Mono', Menlo, Consolas, monospace`;
 const BOLD = `bold ${FONT}`;
 const ICON_W = 15;
+/** Amber: stands out against every service colour and the grey of N spans. */
+const START_COLOR = '#f5a000';
 
 export interface TimeChartOptions {
   /** Sized to the rows' full height below the canvas, inside the canvas's scroll box. */
@@ -35,6 +37,8 @@ export interface Emphasis {
   outlined: ReadonlySet<number> | null;
   /** The selected bar, drawn with a heavier outline. */
   selected: number | null;
+  /** The span the trace was opened from, marked with a dashed amber outline. */
+  start?: number | null;
   /** When set, bars of other services are faded. */
   service: string | null;
 }
@@ -106,6 +110,13 @@ export class TimeChart {
       this.opts.onHover?.(null, { x: 0, y: 0 });
     });
     this.sel.on('click.chart', (e: MouseEvent) => this.opts.onClick?.(this.hit(e)));
+    // Double-click a bar: zoom to it, with a margin either side.
+    this.sel.on('dblclick.chart', (e: MouseEvent) => {
+      const b = this.hit(e);
+      if (!b) return;
+      const pad = Math.max(1, (b.x1 - b.x0) * 0.05);
+      this.zoomTo(Math.max(0, b.x0 - pad), Math.min(this.layout.durationUs, b.x1 + pad));
+    });
     canvas.addEventListener('wheel', this.onShiftWheel, { passive: false });
     this.scroller?.addEventListener('scroll', this.onScroll, { passive: true });
     this.resize();
@@ -271,7 +282,7 @@ export class TimeChart {
         const alpha = dim ? 0.28 : 1;
         if (w >= ICON_W + 2) this.icons.push({ b, left, y, alpha });
         if (w > ICON_W + 24) this.texts.push({ b, left: left + ICON_W + 4, y, room: w - ICON_W - 8, alpha });
-        if (emphasis.outlined?.has(b.index) || b.index === this.hovered) outlines.push(b);
+        if (emphasis.outlined?.has(b.index) || b.index === this.hovered || b.index === emphasis.start) outlines.push(b);
       }
     }
     // Icons, then labels: one font change each per frame (setting ctx.font is costly).
@@ -287,9 +298,17 @@ export class TimeChart {
       const w = Math.max(1, Math.min(x(b.x1), width + 1) - left);
       const y = top + b.row * ROW_HEIGHT;
       const selected = b.index === emphasis.selected;
-      ctx.strokeStyle = selected ? '#111111' : b.index === this.hovered ? '#444444' : '#1b1f24';
-      ctx.lineWidth = selected ? 2.5 : 1.25;
+      const plain = !selected && b.index !== this.hovered && !(emphasis.outlined?.has(b.index) ?? false);
+      if (plain && b.index === emphasis.start) {
+        ctx.strokeStyle = START_COLOR;
+        ctx.lineWidth = 2;
+        ctx.setLineDash([4, 3]);
+      } else {
+        ctx.strokeStyle = selected ? '#111111' : b.index === this.hovered ? '#444444' : '#1b1f24';
+        ctx.lineWidth = selected ? 2.5 : 1.25;
+      }
       ctx.strokeRect(left + 0.5, y + 0.5, Math.max(1, w - 1), ROW_HEIGHT - BAR_GAP - 1);
+      ctx.setLineDash([]);
     }
     this.drawAxis();
     this.frames++;
