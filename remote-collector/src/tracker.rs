@@ -1422,4 +1422,51 @@ mod tests {
         assert_eq!(p.errors["Toy"]["request_in_response_direction"], 1);
         assert_eq!(p.errors["Toy"]["response_in_request_direction"], 1);
     }
+
+    fn h2_frame(ty: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let len = payload.len() as u32;
+        let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, ty, flags];
+        f.extend_from_slice(&stream.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+
+    #[test]
+    fn http2_preface_goes_to_the_http2_session_not_http1() {
+        let (mut t, c) = tracker();
+        let mut out = Vec::new();
+        let mut enc = loona_hpack::Encoder::new();
+        let mut req = crate::l7::http2::PREFACE.to_vec();
+        let block = enc.encode([
+            (&b":method"[..], &b"GET"[..]),
+            (b":path", b"/v1/items?x=1"),
+            (b":authority", b"svca"),
+            (b"x-request-id", b"rid-h2"),
+        ]);
+        req.extend(h2_frame(1, 0x5, 1, &block));
+        t.on_event(&lifecycle(UP_SOCK, Kind::Connect, 0), &mut out);
+        t.on_event(&ev(UP_SOCK, Direction::Egress, 1_000, 3, 500, &req), &mut out);
+        let mut senc = loona_hpack::Encoder::new();
+        let block = senc.encode([(&b":status"[..], &b"502"[..])]);
+        let mut resp = h2_frame(4, 0, 0, &[]);
+        resp.extend(h2_frame(1, 0x5, 1, &block));
+        t.on_event(&ev(UP_SOCK, Direction::Ingress, 4_000, 3, 900, &resp), &mut out);
+        assert_eq!(out.len(), 1);
+        let s = &out[0];
+        assert_eq!((s.l7_protocol, s.version, s.observation_point), ("HTTP2", "2", "c-p"));
+        assert_eq!(
+            (s.request_type.as_str(), s.request_resource.as_str(), s.endpoint.as_str()),
+            ("GET", "/v1/items?x=1", "/v1/items")
+        );
+        assert_eq!(s.request_domain.as_deref(), Some("svca"));
+        assert_eq!((s.response_code, s.response_status), (Some(502), "server_error"));
+        assert_eq!(s.response_exception.as_deref(), Some("Bad Gateway"));
+        assert_eq!(s.x_request_id_0.as_deref(), Some("rid-h2"));
+        assert_eq!(s.req_tcp_seq, 500 + 24, "the HEADERS frame follows the 24-byte preface");
+        assert_eq!(s.resp_tcp_seq, Some(900 + 9), "after the empty SETTINGS frame");
+        assert_eq!(s.duration_us, 3);
+        assert_eq!(c.protocols().spans["HTTP2"], 1);
+        assert_eq!(c.non_http_connections.load(Relaxed), 0);
+        assert_eq!(c.parse_error_count("not_http"), 0);
+    }
 }

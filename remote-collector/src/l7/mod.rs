@@ -5,6 +5,8 @@
 use crate::event::Direction;
 use crate::tracker::Meta;
 
+pub mod http2;
+
 /// Which end of the connection the traced process is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
@@ -83,6 +85,11 @@ pub fn detect(
     remote_port: u16,
     udp: bool,
 ) -> Option<Box<dyn Session>> {
-    let _ = (dir, data, local_port, remote_port, udp);
+    let _ = (local_port, remote_port);
+    if !udp {
+        if let Some(s) = http2::detect(dir, data) {
+            return Some(s);
+        }
+    }
     None
 }
