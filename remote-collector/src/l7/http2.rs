@@ -55,10 +55,34 @@ const END_HEADERS: u8 = 0x4;
 const PADDED: u8 = 0x8;
 const PRIORITY: u8 = 0x20;
 
-/// Picks HTTP/2 when `data` begins with (at least 14 bytes of) the preface.
+/// Picks HTTP/2 when `data` begins with (at least 14 bytes of) the client
+/// preface, or with a SETTINGS frame on stream 0: the server's preface, which
+/// may be seen first (a client that reads before it writes, a server that
+/// writes before it reads); the client is then the other direction.
 pub fn detect(dir: Direction, data: &[u8]) -> Option<Box<dyn Session>> {
     let n = data.len().min(PREFACE.len());
-    (n >= 14 && data[..n] == PREFACE[..n]).then(|| Box::new(Http2::new(dir)) as Box<dyn Session>)
+    if n >= 14 && data[..n] == PREFACE[..n] {
+        return Some(Box::new(Http2::new(dir)));
+    }
+    if is_server_preface(data) {
+        let other = match dir {
+            Direction::Ingress => Direction::Egress,
+            Direction::Egress => Direction::Ingress,
+        };
+        return Some(Box::new(Http2::new(other)));
+    }
+    None
+}
+
+/// A SETTINGS frame (not an ACK) on stream 0 with a whole number of settings.
+fn is_server_preface(d: &[u8]) -> bool {
+    d.len() >= FRAME_HEADER
+        && d[0] == 0
+        && d[1] == 0
+        && d[2] % 6 == 0
+        && d[3] == SETTINGS
+        && d[4] == 0
+        && d[5..9] == [0, 0, 0, 0]
 }
 
 /// Where a frame began: the syscall and the offset of its first byte in it.
@@ -812,6 +836,33 @@ mod tests {
         assert!(detect(IN, b"PRI * HTTP/1.1\r\n").is_none());
         assert!(detect(IN, b"GET / HTTP/1.1\r\n\r\n").is_none());
         assert!(detect(IN, b"PRI").is_none(), "too short to tell");
+        assert!(detect(IN, &[0, 0, 0, 4, 1, 0, 0, 0, 0]).is_none(), "a SETTINGS ACK is not a preface");
+        assert!(detect(IN, &[0, 0, 7, 4, 0, 0, 0, 0, 0]).is_none(), "settings are 6 bytes each");
+    }
+
+    #[test]
+    fn server_preface_seen_first_makes_the_other_direction_the_client() {
+        // A traced client (nginx to a gRPC upstream) that reads the server's
+        // SETTINGS before it writes its own preface.
+        let (mut ce, mut se) = (Encoder::new(), Encoder::new());
+        let server_settings = frame(SETTINGS, 0, 0, &[0, 3, 0, 0, 0, 100]);
+        let mut s = detect(IN, &server_settings).expect("server preface");
+        let mut out = Vec::new();
+        s.feed(IN, &server_settings, server_settings.len() as u64, meta(1), &mut out);
+        let mut client = client_start();
+        client.extend(get(&mut ce, 1, "/x"));
+        s.feed(OUT, &client, client.len() as u64, meta(2), &mut out);
+        let resp = ok(&mut se, 1, "200", b"y");
+        s.feed(IN, &resp, resp.len() as u64, meta(3), &mut out);
+        assert!(matches!(&out[0], Message::Request { key: 1, req, .. } if req.request_resource == "/x"));
+        assert!(matches!(&out[1], Message::Response { key: 1, resp, .. } if resp.code == Some(200)));
+        assert_eq!(out.len(), 2);
+        // A traced server that writes its SETTINGS first: the client's preface follows.
+        let mut s = detect(OUT, &server_settings).expect("server preface");
+        let mut out = Vec::new();
+        s.feed(OUT, &server_settings, server_settings.len() as u64, meta(1), &mut out);
+        s.feed(IN, b"GET / HTTP/1.1\r\n\r\n", 18, meta(2), &mut out);
+        assert!(matches!(out.as_slice(), [Message::Error("bad_preface")]));
     }
 
     #[test]
