@@ -28,6 +28,7 @@ use loona_hpack::Decoder;
 use super::{Message, Request, Response, Session};
 use crate::event::Direction;
 use crate::http;
+use crate::redact::{self, HeaderPolicy};
 use crate::span::{canonical_reason, status_of};
 use crate::tracker::Meta;
 
@@ -162,22 +163,28 @@ struct Fields {
     traceparent: Option<String>,
     grpc_status: Option<u16>,
     grpc_message: Option<String>,
+    /// Headers asked for with `--capture-header`, as the policy lets them out.
+    captured: Vec<(String, String)>,
 }
 
 impl Fields {
-    fn take(&mut self, name: &[u8], value: &[u8]) {
+    fn take(&mut self, name: &[u8], value: &[u8], policy: &HeaderPolicy) {
+        let Ok(name) = std::str::from_utf8(name) else { return };
+        if policy.captures(name) {
+            self.captured.push(policy.captured(name, value));
+        }
         let text = || String::from_utf8_lossy(value).into_owned();
         match name {
-            b":method" => self.method = Some(text()),
-            b":path" => self.path = Some(text()),
-            b":authority" => self.authority = Some(text()),
-            b"host" => self.host = Some(text()),
-            b":status" => self.status = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok()),
-            b"content-type" => self.content_type = Some(text()),
-            b"x-request-id" => self.x_request_id = Some(text()),
-            b"traceparent" => self.traceparent = Some(text()),
-            b"grpc-status" => self.grpc_status = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok()),
-            b"grpc-message" => self.grpc_message = Some(percent_decode(value)),
+            ":method" => self.method = Some(text()),
+            ":path" => self.path = Some(text()),
+            ":authority" => self.authority = policy.field("host", text),
+            "host" => self.host = policy.field("host", text),
+            ":status" => self.status = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok()),
+            "content-type" => self.content_type = Some(text()),
+            "x-request-id" => self.x_request_id = policy.field(name, text),
+            "traceparent" => self.traceparent = policy.field(name, text),
+            "grpc-status" => self.grpc_status = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok()),
+            "grpc-message" => self.grpc_message = policy.field(name, || percent_decode(value)),
             _ => {}
         }
     }
@@ -197,6 +204,7 @@ struct Stream {
     resp_x_request_id: Option<String>,
     grpc_status: Option<u16>,
     grpc_message: Option<String>,
+    resp_headers: Vec<(String, String)>,
 }
 
 pub struct Http2 {
@@ -206,6 +214,7 @@ pub struct Http2 {
     streams: HashMap<u32, Stream>,
     serial: u64,
     dead: bool,
+    policy: &'static HeaderPolicy,
 }
 
 fn index(d: Direction) -> usize {
@@ -218,6 +227,11 @@ fn index(d: Direction) -> usize {
 impl Http2 {
     /// `req_dir`: the direction that carried the connection preface.
     pub fn new(req_dir: Direction) -> Self {
+        Self::with_policy(req_dir, redact::global())
+    }
+
+    /// `new` under an explicit header policy (tests; the collector installs the global one).
+    pub fn with_policy(req_dir: Direction, policy: &'static HeaderPolicy) -> Self {
         let client = index(req_dir);
         Self {
             req_dir,
@@ -225,6 +239,7 @@ impl Http2 {
             streams: HashMap::new(),
             serial: 0,
             dead: false,
+            policy,
         }
     }
 
@@ -414,7 +429,8 @@ impl Http2 {
     fn end_block(&mut self, di: usize, now: Meta, out: &mut Vec<Message>) {
         let Some(block) = self.halves[di].block.take() else { return };
         let mut f = Fields::default();
-        let decoded = self.halves[di].hpack.decode_with_cb(&block.bytes, |n, v| f.take(&n, &v));
+        let policy = self.policy;
+        let decoded = self.halves[di].hpack.decode_with_cb(&block.bytes, |n, v| f.take(&n, &v, policy));
         if decoded.is_err() {
             return self.die("hpack_error", now, out);
         }
@@ -462,7 +478,7 @@ impl Http2 {
                 length: 0,
                 x_request_id: f.x_request_id,
                 traceparent: f.traceparent,
-                attributes: None,
+                attributes: crate::tracker::header_attributes(&f.captured, &[]),
             }),
             req_first: Some(block.at.meta()),
             req_len: block.frame_bytes,
@@ -487,6 +503,7 @@ impl Http2 {
             return;
         };
         s.resp_len += block.frame_bytes;
+        s.resp_headers.extend(f.captured);
         let informational = f.status.is_some_and(|c| (100..200).contains(&c));
         if s.resp_first.is_none() && !informational {
             s.resp_first = Some(block.at.meta());
@@ -533,7 +550,7 @@ impl Http2 {
                 exception,
                 length: s.resp_len,
                 x_request_id: s.resp_x_request_id,
-                attributes: None,
+                attributes: crate::tracker::header_attributes(&[], &s.resp_headers),
             },
         });
     }
@@ -1238,5 +1255,46 @@ mod tests {
             c.feed(OUT, &data[cut..]);
             c.feed_capped(IN, &data, (x >> 8) as usize % 64);
         }
+    }
+
+    #[test]
+    fn sensitive_headers_are_redacted_in_http2_too() {
+        let policy: &'static HeaderPolicy = Box::leak(Box::new(HeaderPolicy::new(
+            &["x-api-key".into()],
+            &["authorization".into(), "set-cookie".into(), "x-api-key".into(), "user-agent".into()],
+        )));
+        let (mut ce, mut se) = (Encoder::new(), Encoder::new());
+        let mut s = Http2::with_policy(IN, policy);
+        let mut out = Vec::new();
+        let mut client = client_start();
+        let block = hdrs(
+            &mut ce,
+            &[
+                (":method", "GET"),
+                (":path", "/"),
+                ("authorization", "Bearer SECRET-1"),
+                ("cookie", "sid=SECRET-2"),
+                ("x-api-key", "SECRET-3"),
+                ("user-agent", "h2-client"),
+            ],
+        );
+        client.extend(frame(HEADERS, END_HEADERS | END_STREAM, 1, &block));
+        s.feed(IN, &client, client.len() as u64, meta(1), &mut out);
+        let resp = ok(&mut se, 1, "200", b"x"); // carries set-cookie: s=SECRET
+        s.feed(OUT, &resp, resp.len() as u64, meta(2), &mut out);
+        let dump = format!("{out:?}");
+        assert!(!dump.contains("SECRET"), "{dump}");
+        let Message::Request { req, .. } = &out[0] else { panic!() };
+        assert_eq!(
+            req.attributes,
+            Some(serde_json::json!({"headers": {
+                "authorization": "[REDACTED]", "x-api-key": "[REDACTED]", "user-agent": "h2-client"
+            }}))
+        );
+        let Message::Response { resp, .. } = &out[1] else { panic!() };
+        assert_eq!(
+            resp.attributes,
+            Some(serde_json::json!({"response_headers": {"set-cookie": "[REDACTED]"}}))
+        );
     }
 }
