@@ -263,7 +263,7 @@ describe.skipIf(!isRoot)('HTTP/1.x edge cases and header redaction on the lab ga
 
     const wsSpans = all.filter((s) => String(s['request_resource']).startsWith('/ws/'));
     expect(
-      wsSpans.map((s) => `${s['observation_point']} ${s['request_resource']} ${s['response_code']}`).sort(),
+      wsSpans.map((s) => [s['observation_point'], s['request_resource'], s['response_code']].join(' ')).sort(),
     ).toEqual([`c-p /ws/${tag} 101`, `s-p /ws/${tag} 101`]);
     expect(all.some((s) => s['request_resource'] === '/inside')).toBe(false);
     const wsLog = jsonLines<{ kind: string; path: string; messages: number }>(lab.LAB_PROTO_LOG).find(
