@@ -2,6 +2,9 @@
 //! one Session per connection (chosen by `detect` from the first payload),
 //! pairs the Requests and Responses it reports by key, and builds spans.
 
+pub mod dns;
+pub mod redis;
+
 use crate::event::Direction;
 use crate::tracker::Meta;
 
@@ -47,8 +50,18 @@ pub struct Response {
 /// DeepFlow's rule), `last` the one that completed it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {
-    Request { key: u64, first: Meta, last: Meta, req: Request },
-    Response { key: u64, first: Meta, last: Meta, resp: Response },
+    Request {
+        key: u64,
+        first: Meta,
+        last: Meta,
+        req: Request,
+    },
+    Response {
+        key: u64,
+        first: Meta,
+        last: Meta,
+        resp: Response,
+    },
     /// Bytes the session could not parse, by reason (counted in stats); the
     /// session resynchronises if the protocol allows it.
     Error(&'static str),
