@@ -201,7 +201,7 @@ impl RespStream {
         match t {
             b'*' | b'>' | b'~' | b'%' | b'|' => {
                 let n = int(text)?;
-                if n < -1 || n > MAX_ELEMENTS {
+                if !(-1..=MAX_ELEMENTS).contains(&n) {
                     return Err(Error::Malformed);
                 }
                 let n = if matches!(t, b'%' | b'|') { n * 2 } else { n };
@@ -232,8 +232,9 @@ impl RespStream {
                 }
             }
             b'+' | b'-' | b':' | b',' | b'#' | b'_' | b'(' => {
-                if t == b':' || t == b'(' {
-                    int(text).or_else(|_| if t == b'(' { Ok(0) } else { Err(Error::Malformed) })?;
+                // Big numbers may exceed i64; plain integers may not.
+                if t == b':' {
+                    int(text)?;
                 }
                 let keep = self.wants_string().then(|| text[..text.len().min(MAX_TEXT)].to_vec());
                 self.element(keep, t == b'-', meta, done);
