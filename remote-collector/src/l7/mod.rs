@@ -3,6 +3,7 @@
 //! pairs the Requests and Responses it reports by key, and builds spans.
 
 pub mod dns;
+pub mod postgres;
 pub mod redis;
 
 use crate::event::Direction;
