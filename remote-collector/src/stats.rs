@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
 
 use serde::Serialize;
 
@@ -44,6 +45,16 @@ pub struct Counters {
     // Gauges.
     pub connections: AtomicU64,
     pub processes: AtomicU64,
+    /// Spans, L7 connections and L7 parse errors by protocol (updated on the
+    /// worker thread, read by the stats writer).
+    pub by_protocol: Mutex<ByProtocol>,
+}
+
+#[derive(Default, Debug, Clone, PartialEq, Eq)]
+pub struct ByProtocol {
+    pub spans: BTreeMap<&'static str, u64>,
+    pub connections: BTreeMap<&'static str, u64>,
+    pub errors: BTreeMap<&'static str, BTreeMap<&'static str, u64>>,
 }
 
 impl Counters {
@@ -55,6 +66,31 @@ impl Counters {
         let kind = e.kind();
         let i = PARSE_ERROR_KINDS.iter().position(|k| *k == kind).unwrap_or(PARSE_ERROR_KINDS.len() - 1);
         self.parse_errors[i].fetch_add(1, Relaxed);
+    }
+
+    fn with_protocols(&self, f: impl FnOnce(&mut ByProtocol)) {
+        // A poisoned lock only means another thread panicked mid-update of a counter.
+        let mut g = self.by_protocol.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut g);
+    }
+
+    /// One span of `protocol` was sent.
+    pub fn span_of(&self, protocol: &'static str) {
+        self.with_protocols(|p| *p.spans.entry(protocol).or_default() += 1);
+    }
+
+    /// One connection was recognised as `protocol` by `l7::detect`.
+    pub fn l7_connection(&self, protocol: &'static str) {
+        self.with_protocols(|p| *p.connections.entry(protocol).or_default() += 1);
+    }
+
+    /// An L7 session could not parse some bytes, for `reason`.
+    pub fn l7_error(&self, protocol: &'static str, reason: &'static str) {
+        self.with_protocols(|p| *p.errors.entry(protocol).or_default().entry(reason).or_default() += 1);
+    }
+
+    pub fn protocols(&self) -> ByProtocol {
+        self.by_protocol.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn parse_error_count(&self, kind: &str) -> u64 {
@@ -111,6 +147,12 @@ pub struct StatsFrame {
     pub connections: u64,
     pub processes_traced: u64,
     pub pids_inherited: u64,
+    /// Spans sent by `l7_protocol` (HTTP, HTTP2, gRPC, ...).
+    pub spans_by_protocol: BTreeMap<&'static str, u64>,
+    /// Connections handed to an L7 session, by protocol.
+    pub l7_connections: BTreeMap<&'static str, u64>,
+    /// L7 session parse errors: protocol → reason → count.
+    pub l7_parse_errors: BTreeMap<&'static str, BTreeMap<&'static str, u64>>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -139,6 +181,7 @@ pub fn own_usage() -> Usage {
 
 impl StatsFrame {
     pub fn collect(c: &Counters, usage: Usage, elapsed_ms: u64, is_final: bool) -> Self {
+        let p = c.protocols();
         Self {
             events_seen: c.events_seen.load(Relaxed),
             events_lost: c.events_lost(),
@@ -154,6 +197,9 @@ impl StatsFrame {
             connections: c.connections.load(Relaxed),
             processes_traced: c.processes.load(Relaxed),
             pids_inherited: c.pid_inherited.load(Relaxed),
+            spans_by_protocol: p.spans,
+            l7_connections: p.connections,
+            l7_parse_errors: p.errors,
         }
     }
 }

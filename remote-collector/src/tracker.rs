@@ -1,6 +1,11 @@
 //! Per-connection reassembly: feeds each direction's HttpStream, pairs requests
 //! with responses (FIFO, so pipelining works), assigns syscall trace ids and
 //! builds one span per exchange. Runs on the worker thread only.
+//!
+//! A connection whose first payload an `l7::detect` recognises (HTTP/2, gRPC,
+//! DNS, ...) gets an `l7::Session` instead: every later payload goes to it, and
+//! the Requests and Responses it reports are paired by key (first in, first out
+//! within a key) into spans built the same way.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -9,6 +14,7 @@ use std::sync::Arc;
 
 use crate::event::{Direction, Event, Kind};
 use crate::http::{self, Head, HttpStream, ParseError, Parsed, StartLine};
+use crate::l7::{self, Message};
 use crate::span::{canonical_reason, status_of, Span};
 use crate::stats::Counters;
 use crate::syscall_trace::SyscallTraceIds;
@@ -112,9 +118,24 @@ enum Open {
     Ignored,
 }
 
+/// A request reported by an L7 session, waiting for its response.
 #[derive(Debug)]
+struct L7Request {
+    first: Meta,
+    req: l7::Request,
+    serial: u64,
+}
+
 struct Conn {
     role: Option<Role>,
+    /// The L7 session chosen from the first payload; None: HTTP/1.x.
+    l7: Option<Box<dyn l7::Session>>,
+    /// `l7::detect` ran (on the first non-empty payload).
+    detected: bool,
+    udp: bool,
+    /// Requests by pairing key, oldest first, and how many in all.
+    l7_pending: HashMap<u64, VecDeque<L7Request>>,
+    l7_waiting: usize,
     ingress: HttpStream<Meta>,
     egress: HttpStream<Meta>,
     pending: VecDeque<Request>,
@@ -140,6 +161,11 @@ impl Conn {
     fn new(ev: &Event, max_header: usize) -> Self {
         Self {
             role: None,
+            l7: None,
+            detected: false,
+            udp: is_udp(ev),
+            l7_pending: HashMap::new(),
+            l7_waiting: 0,
             ingress: HttpStream::new(max_header),
             egress: HttpStream::new(max_header),
             pending: VecDeque::new(),
@@ -153,6 +179,29 @@ impl Conn {
             http_seen: false,
             counted_non_http: false,
         }
+    }
+
+    /// Takes the oldest waiting L7 request (any key).
+    fn pop_oldest_l7(&mut self) -> Option<L7Request> {
+        let key = self
+            .l7_pending
+            .iter()
+            .filter_map(|(k, q)| q.front().map(|r| (r.serial, *k)))
+            .min()
+            .map(|(_, k)| k)?;
+        self.pop_l7(key)
+    }
+
+    fn pop_l7(&mut self, key: u64) -> Option<L7Request> {
+        let q = self.l7_pending.get_mut(&key)?;
+        let r = q.pop_front();
+        if q.is_empty() {
+            self.l7_pending.remove(&key);
+        }
+        if r.is_some() {
+            self.l7_waiting -= 1;
+        }
+        r
     }
 
     fn stream(&mut self, d: Direction) -> &mut HttpStream<Meta> {
@@ -171,9 +220,18 @@ const WHY_OVERFLOW: &str = "too many pipelined requests waiting for responses";
 const WHY_EXITED: &str = "process exited before a response was seen";
 const WHY_REPLACED: &str = "socket reused before a response was seen";
 
+/// Whether the event's socket is UDP. The BPF side traces TCP sockets only
+/// today; UDP (DNS) support sets this from the event.
+fn is_udp(_ev: &Event) -> bool {
+    false
+}
+
 pub struct Limits {
     pub max_connections: usize,
     pub max_pending: usize,
+    /// Requests an L7 session may have waiting for responses on one
+    /// connection (HTTP/2 multiplexes up to ~128 streams by default).
+    pub max_l7_pending: usize,
     pub max_header: usize,
     /// Connections idle this long with nothing pending are forgotten.
     pub idle_ns: u64,
@@ -184,6 +242,7 @@ impl Default for Limits {
         Self {
             max_connections: 65_536,
             max_pending: 64,
+            max_l7_pending: 1024,
             max_header: http::DEFAULT_MAX_HEADER,
             idle_ns: 300_000_000_000,
         }
@@ -191,6 +250,9 @@ impl Default for Limits {
 }
 
 pub type ProcLookup = fn(u32) -> Option<ProcMeta>;
+
+/// Chooses an L7 session from a connection's first payload (`l7::detect`).
+pub type Detector = fn(Direction, &[u8], u16, u16, bool) -> Option<Box<dyn l7::Session>>;
 
 pub struct Tracker {
     conns: HashMap<u64, Conn>,
@@ -202,6 +264,8 @@ pub struct Tracker {
     limits: Limits,
     serial: u64,
     parsed: Vec<Parsed<Meta>>,
+    messages: Vec<Message>,
+    detect: Detector,
 }
 
 impl Tracker {
@@ -222,7 +286,15 @@ impl Tracker {
             limits,
             serial: 0,
             parsed: Vec::new(),
+            messages: Vec::new(),
+            detect: l7::detect,
         }
+    }
+
+    /// Replaces `l7::detect` (tests plug in their own sessions).
+    pub fn with_detector(mut self, detect: Detector) -> Self {
+        self.detect = detect;
+        self
     }
 
     pub fn connections(&self) -> usize {
@@ -273,6 +345,7 @@ impl Tracker {
             !(now_ns.saturating_sub(c.last_ns) > idle
                 && c.pending.is_empty()
                 && c.in_flight.is_none()
+                && c.l7_waiting == 0
                 && !c.ingress.in_message()
                 && !c.egress.in_message())
         });
@@ -309,6 +382,25 @@ impl Tracker {
         if ev.local.1 != 0 || ev.remote.1 != 0 {
             conn.local = ev.local;
             conn.remote = ev.remote;
+        }
+        if !conn.detected && !ev.payload.is_empty() {
+            conn.detected = true;
+            conn.l7 = (self.detect)(ev.direction, &ev.payload, conn.local.1, conn.remote.1, conn.udp);
+            if let Some(s) = &conn.l7 {
+                self.counters.l7_connection(s.protocol());
+            }
+        }
+        if let Some(session) = conn.l7.as_mut() {
+            let mut msgs = std::mem::take(&mut self.messages);
+            msgs.clear();
+            session.feed(ev.direction, &ev.payload, ev.total as u64, meta, &mut msgs);
+            let protocol = session.protocol();
+            for m in msgs.drain(..) {
+                self.handle_l7(ev.sock, ev.direction, protocol, m, meta, out);
+            }
+            self.messages = msgs;
+            self.parsed = parsed;
+            return;
         }
         conn.stream(ev.direction).feed(&ev.payload, ev.total as u64, meta, &mut parsed);
         for p in parsed.drain(..) {
@@ -413,6 +505,67 @@ impl Tracker {
         }
     }
 
+    fn handle_l7(
+        &mut self,
+        sock: u64,
+        dir: Direction,
+        protocol: &'static str,
+        m: Message,
+        now: Meta,
+        out: &mut Vec<Span>,
+    ) {
+        let max_pending = self.limits.max_l7_pending;
+        let Some(conn) = self.conns.get_mut(&sock) else { return };
+        let mut em = Emitter {
+            procs: &mut self.procs,
+            lookup: self.lookup,
+            clock: self.clock,
+            counters: &self.counters,
+        };
+        match m {
+            Message::Request { key, first, last: _, req } => {
+                let role = *conn.role.get_or_insert(if dir == Direction::Ingress {
+                    Role::Server
+                } else {
+                    Role::Client
+                });
+                if role.request_dir() != dir {
+                    em.counters.l7_error(protocol, "request_in_response_direction");
+                    return;
+                }
+                self.serial += 1;
+                conn.l7_pending.entry(key).or_default().push_back(L7Request {
+                    first,
+                    req,
+                    serial: self.serial,
+                });
+                conn.l7_waiting += 1;
+                if conn.l7_waiting > max_pending {
+                    Counters::inc(&em.counters.pending_overflow);
+                    if let Some(old) = conn.pop_oldest_l7() {
+                        out.push(em.l7_span(conn, old, None, now.exit_ns, Some(WHY_OVERFLOW.into())));
+                    }
+                }
+            }
+            Message::Response { key, first, last: _, resp } => {
+                let role = *conn.role.get_or_insert(if dir == Direction::Ingress {
+                    Role::Client
+                } else {
+                    Role::Server
+                });
+                if role.request_dir() == dir {
+                    em.counters.l7_error(protocol, "response_in_request_direction");
+                    return;
+                }
+                match conn.pop_l7(key) {
+                    Some(req) => out.push(em.l7_span(conn, req, Some((first, resp)), now.exit_ns, None)),
+                    None => Counters::inc(&em.counters.response_without_request),
+                }
+            }
+            Message::Error(reason) => em.counters.l7_error(protocol, reason),
+        }
+    }
+
     fn close_conn(&mut self, sock: u64, now_ns: u64, why: &'static str, out: &mut Vec<Span>) {
         let Some(conn) = self.conns.get_mut(&sock) else { return };
         let now = Meta { enter_ns: now_ns, exit_ns: now_ns, tid: 0, seq: 0, trace_id: 0 };
@@ -439,6 +592,9 @@ impl Tracker {
         }
         while let Some(req) = conn.pending.pop_front() {
             out.push(em.span(&conn, req, None, now_ns, Some(why.into())));
+        }
+        while let Some(req) = conn.pop_oldest_l7() {
+            out.push(em.l7_span(&conn, req, None, now_ns, Some(why.into())));
         }
         self.counters.connections.store(self.conns.len() as u64, Relaxed);
     }
@@ -475,7 +631,123 @@ impl Emitter<'_> {
             }
         }
         Counters::inc(&self.counters.spans_sent);
+        self.counters.span_of("HTTP");
         build_span(conn, self.procs.get(&conn.pid), self.clock, req, resp, give_up_ns, why)
+    }
+
+    fn l7_span(
+        &mut self,
+        conn: &Conn,
+        req: L7Request,
+        resp: Option<(Meta, l7::Response)>,
+        give_up_ns: u64,
+        why: Option<String>,
+    ) -> Span {
+        if !self.procs.contains_key(&conn.pid) {
+            if let Some(m) = (self.lookup)(conn.pid) {
+                self.procs.insert(conn.pid, m);
+            }
+        }
+        Counters::inc(&self.counters.spans_sent);
+        self.counters.span_of(req.req.l7_protocol);
+        build_l7_span(conn, self.procs.get(&conn.pid), self.clock, req, resp, give_up_ns, why)
+    }
+}
+
+/// Request attributes overlaid with response attributes (objects merge key by key).
+fn merge_attributes(a: Option<serde_json::Value>, b: Option<serde_json::Value>) -> Option<serde_json::Value> {
+    match (a, b) {
+        (Some(serde_json::Value::Object(mut x)), Some(serde_json::Value::Object(y))) => {
+            x.extend(y);
+            Some(serde_json::Value::Object(x))
+        }
+        (a, None) => a,
+        (_, b) => b,
+    }
+}
+
+fn build_l7_span(
+    conn: &Conn,
+    proc_meta: Option<&ProcMeta>,
+    clock: Clock,
+    req: L7Request,
+    resp: Option<(Meta, l7::Response)>,
+    give_up_ns: u64,
+    why: Option<String>,
+) -> Span {
+    let role = conn.role.unwrap_or(Role::Server);
+    let ((client_ip, client_port), (server_ip, server_port)) = match role {
+        Role::Server => (conn.remote, conn.local),
+        Role::Client => (conn.local, conn.remote),
+    };
+    let (process_name, netns) = match proc_meta {
+        Some(m) => (m.name.clone(), m.netns),
+        None => (comm_str(&conn.comm), None),
+    };
+    let first = req.first;
+    let r = req.req;
+    let (trace_id, span_id) = match r.traceparent.as_deref().and_then(http::parse_traceparent) {
+        Some((t, s)) => (Some(t), Some(s)),
+        None => (None, None),
+    };
+    let start_ns = first.enter_ns;
+    let (end_ns, code, status, exception, resp_len, resp_xrid, resp_trace, resp_seq, attributes) = match resp
+    {
+        Some((m, p)) => (
+            m.exit_ns,
+            p.code,
+            p.status,
+            p.exception,
+            Some(p.length),
+            p.x_request_id,
+            Some(m.trace_id),
+            (!conn.udp).then_some(m.seq),
+            merge_attributes(r.attributes, p.attributes),
+        ),
+        None => (give_up_ns.max(start_ns), None, "unknown", why, None, None, None, None, r.attributes),
+    };
+    let start_us = clock.wall_us(start_ns);
+    let end_us = clock.wall_us(end_ns.max(start_ns));
+    Span {
+        signal_source: "ebpf",
+        observation_point: role.observation_point(),
+        start_time_us: start_us,
+        end_time_us: end_us,
+        duration_us: end_us - start_us,
+        pid: conn.pid,
+        tid: first.tid,
+        process_name,
+        container_id: None,
+        netns,
+        interface: None,
+        client_ip: client_ip.to_string(),
+        client_port,
+        server_ip: server_ip.to_string(),
+        server_port,
+        l4_protocol: if conn.udp { "UDP" } else { "TCP" },
+        l7_protocol: r.l7_protocol,
+        version: r.version,
+        request_type: r.request_type,
+        request_domain: r.request_domain,
+        request_resource: r.request_resource,
+        endpoint: r.endpoint,
+        response_code: code,
+        response_status: status,
+        response_exception: exception,
+        request_length: r.length,
+        response_length: resp_len,
+        x_request_id_0: r.x_request_id,
+        x_request_id_1: resp_xrid,
+        trace_id,
+        span_id,
+        parent_span_id: None,
+        syscall_trace_id_request: first.trace_id,
+        syscall_trace_id_response: resp_trace,
+        req_tcp_seq: if conn.udp { 0 } else { first.seq },
+        resp_tcp_seq: resp_seq,
+        app_service: None,
+        app_instance: None,
+        attributes,
     }
 }
 
@@ -560,7 +832,7 @@ fn build_span(
         client_port,
         server_ip: server_ip.to_string(),
         server_port,
-        l4_protocol: "TCP",
+        l4_protocol: if conn.udp { "UDP" } else { "TCP" },
         l7_protocol: "HTTP",
         version: req.head.version(),
         request_type: method,
@@ -934,5 +1206,220 @@ mod tests {
         assert!(v.get("node").is_none(), "node is filled in by the reader");
         assert!(v["container_id"].is_null());
         assert_eq!(v["signal_source"], "ebpf");
+    }
+
+    /// A toy line protocol standing in for an L7 session: `Q <key> <name>` is a
+    /// request, `A <key> <code>` a response (code ≥ 500 is a server error),
+    /// anything else an error. One message per line.
+    struct Toy;
+
+    impl l7::Session for Toy {
+        fn protocol(&self) -> &'static str {
+            "Toy"
+        }
+
+        fn feed(&mut self, _dir: Direction, data: &[u8], total: u64, meta: Meta, out: &mut Vec<Message>) {
+            let mut off = 0u32;
+            for line in data.split_inclusive(|&b| b == b'\n') {
+                let text = String::from_utf8_lossy(line);
+                let f: Vec<&str> = text.split_whitespace().collect();
+                let first = Meta { seq: meta.seq.wrapping_add(off), ..meta };
+                off += line.len() as u32;
+                let key = f.get(1).and_then(|k| k.parse::<u64>().ok());
+                match (f.first().copied(), key, f.get(2)) {
+                    (Some("Q"), Some(key), Some(name)) => out.push(Message::Request {
+                        key,
+                        first,
+                        last: meta,
+                        req: l7::Request {
+                            l7_protocol: "Toy",
+                            version: "1",
+                            request_type: "Q".into(),
+                            request_resource: name.to_string(),
+                            endpoint: name.to_string(),
+                            length: line.len() as u64,
+                            x_request_id: Some(format!("x-{name}")),
+                            attributes: Some(serde_json::json!({"q": name})),
+                            ..Default::default()
+                        },
+                    }),
+                    (Some("A"), Some(key), Some(code)) => {
+                        let code: u16 = code.parse().unwrap_or(0);
+                        out.push(Message::Response {
+                            key,
+                            first,
+                            last: meta,
+                            resp: l7::Response {
+                                code: Some(code),
+                                status: if code >= 500 { "server_error" } else { "ok" },
+                                exception: (code >= 500).then(|| "boom".to_string()),
+                                length: total.min(line.len() as u64),
+                                x_request_id: None,
+                                attributes: Some(serde_json::json!({"a": code})),
+                            },
+                        })
+                    }
+                    _ => out.push(Message::Error("garbage")),
+                }
+            }
+        }
+    }
+
+    fn toy_detect(_: Direction, data: &[u8], _: u16, _: u16, _: bool) -> Option<Box<dyn l7::Session>> {
+        (data.starts_with(b"Q ") || data.starts_with(b"A ")).then(|| Box::new(Toy) as Box<dyn l7::Session>)
+    }
+
+    fn toy_tracker(max_l7_pending: usize) -> (Tracker, Arc<Counters>) {
+        let counters = Arc::new(Counters::default());
+        let t = Tracker::new(
+            Clock::from_offset_ns(1_700_000_000_000_000_000),
+            counters.clone(),
+            SyscallTraceIds::new(0),
+            |_| None,
+            Limits { max_l7_pending, ..Limits::default() },
+        )
+        .with_detector(toy_detect);
+        (t, counters)
+    }
+
+    #[test]
+    fn l7_session_pairs_by_key_out_of_order() {
+        let (mut t, c) = toy_tracker(16);
+        let mut out = Vec::new();
+        t.on_event(&ev(SRV_SOCK, Direction::Ingress, 1_000, 7, 100, b"Q 1 alpha\nQ 3 beta\n"), &mut out);
+        t.on_event(&ev(SRV_SOCK, Direction::Egress, 5_000, 7, 900, b"A 3 503\n"), &mut out);
+        assert_eq!(out.len(), 1, "stream 3 answered first");
+        t.on_event(&ev(SRV_SOCK, Direction::Egress, 9_000, 7, 908, b"A 1 200\n"), &mut out);
+        assert_eq!(out.len(), 2);
+        let (beta, alpha) = (&out[0], &out[1]);
+        assert_eq!((beta.request_resource.as_str(), beta.response_code), ("beta", Some(503)));
+        assert_eq!((alpha.request_resource.as_str(), alpha.response_code), ("alpha", Some(200)));
+        assert_eq!(beta.response_status, "server_error");
+        assert_eq!(beta.response_exception.as_deref(), Some("boom"));
+        assert_eq!(alpha.response_status, "ok");
+        assert_eq!(alpha.observation_point, "s-p");
+        assert_eq!((alpha.client_port, alpha.server_port), (40000, 8080));
+        assert_eq!((alpha.l7_protocol, alpha.version, alpha.l4_protocol), ("Toy", "1", "TCP"));
+        assert_eq!(alpha.x_request_id_0.as_deref(), Some("x-alpha"));
+        assert_eq!(alpha.req_tcp_seq, 100);
+        assert_eq!(beta.req_tcp_seq, 110, "second request starts 10 bytes into the read");
+        assert_eq!(alpha.resp_tcp_seq, Some(908));
+        assert_eq!(alpha.start_time_us, 1_700_000_000_000_000 + 1);
+        assert_eq!(alpha.end_time_us, 1_700_000_000_000_000 + 9, "exit of the response syscall");
+        assert_eq!(alpha.attributes, Some(serde_json::json!({"q": "alpha", "a": 200})));
+        assert_eq!(alpha.syscall_trace_id_request, beta.syscall_trace_id_request, "one read carried both");
+        assert!(alpha.syscall_trace_id_response.is_some());
+        assert_eq!(c.protocols().spans.get("Toy"), Some(&2));
+        assert_eq!(c.protocols().connections.get("Toy"), Some(&1));
+        assert_eq!(c.spans_sent.load(Relaxed), 2);
+    }
+
+    #[test]
+    fn l7_same_key_pairs_first_in_first_out() {
+        let (mut t, _) = toy_tracker(16);
+        let mut out = Vec::new();
+        t.on_event(&lifecycle(UP_SOCK, Kind::Connect, 0), &mut out);
+        t.on_event(&ev(UP_SOCK, Direction::Egress, 10, 1, 0, b"Q 0 one\nQ 0 two\n"), &mut out);
+        t.on_event(&ev(UP_SOCK, Direction::Ingress, 20, 1, 0, b"A 0 201\nA 0 202\n"), &mut out);
+        let got: Vec<(&str, Option<u16>, &str)> =
+            out.iter().map(|s| (s.request_resource.as_str(), s.response_code, s.observation_point)).collect();
+        assert_eq!(got, vec![("one", Some(201), "c-p"), ("two", Some(202), "c-p")]);
+        assert_eq!((out[0].client_port, out[0].server_port), (41000, 9090));
+    }
+
+    #[test]
+    fn l7_unanswered_requests_emitted_once_at_close_and_end() {
+        let (mut t, _) = toy_tracker(16);
+        let mut out = Vec::new();
+        t.on_event(&ev(SRV_SOCK, Direction::Ingress, 1_000, 1, 0, b"Q 5 lost\nQ 7 also\n"), &mut out);
+        t.on_event(&lifecycle(SRV_SOCK, Kind::Close, 4_000), &mut out);
+        t.on_event(&ev(UP_SOCK, Direction::Egress, 5_000, 1, 0, b"Q 1 late\n"), &mut out);
+        t.finish(9_000, &mut out);
+        t.finish(10_000, &mut out);
+        let got: Vec<(&str, &str, Option<&str>)> = out
+            .iter()
+            .map(|s| (s.request_resource.as_str(), s.response_status, s.response_exception.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("lost", "unknown", Some(WHY_CLOSED)),
+                ("also", "unknown", Some(WHY_CLOSED)),
+                ("late", "unknown", Some(WHY_CAPTURE_END)),
+            ]
+        );
+        assert_eq!(out[0].response_code, None);
+        assert_eq!(out[0].response_length, None);
+        assert_eq!(out[0].duration_us, 3);
+        assert_eq!(out[0].attributes, Some(serde_json::json!({"q": "lost"})));
+        assert_eq!(t.connections(), 0);
+    }
+
+    #[test]
+    fn l7_pending_cap_evicts_the_oldest_as_unknown() {
+        let (mut t, c) = toy_tracker(2);
+        let mut out = Vec::new();
+        t.on_event(&ev(SRV_SOCK, Direction::Ingress, 0, 1, 0, b"Q 1 a\nQ 3 b\nQ 5 c\n"), &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].request_resource, "a");
+        assert_eq!(out[0].response_exception.as_deref(), Some(WHY_OVERFLOW));
+        assert_eq!(c.pending_overflow.load(Relaxed), 1);
+        t.on_event(&ev(SRV_SOCK, Direction::Egress, 10, 1, 0, b"A 1 200\nA 5 200\n"), &mut out);
+        assert_eq!(out.len(), 2, "key 1 was evicted, so its response is an orphan");
+        assert_eq!(out[1].request_resource, "c");
+        assert_eq!(c.response_without_request.load(Relaxed), 1);
+    }
+
+    #[test]
+    fn l7_detection_uses_the_first_payload_only() {
+        let (mut t, c) = toy_tracker(16);
+        let mut out = Vec::new();
+        // First payload is HTTP/1: the connection stays HTTP/1 for good.
+        t.on_event(&ev(SRV_SOCK, Direction::Ingress, 0, 1, 0, REQ), &mut out);
+        t.on_event(&ev(SRV_SOCK, Direction::Egress, 10, 1, 0, RESP), &mut out);
+        t.on_event(&ev(SRV_SOCK, Direction::Ingress, 20, 1, 0, b"Q 1 x\n"), &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].l7_protocol, "HTTP");
+        // First payload is the toy protocol: HTTP/1 bytes later go to the session.
+        t.on_event(&ev(UP_SOCK, Direction::Egress, 30, 1, 0, b"Q 2 y\n"), &mut out);
+        t.on_event(&ev(UP_SOCK, Direction::Egress, 40, 1, 0, REQ), &mut out);
+        t.on_event(&ev(UP_SOCK, Direction::Ingress, 50, 1, 0, b"A 2 200\n"), &mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!((out[1].l7_protocol, out[1].request_resource.as_str()), ("Toy", "y"));
+        let p = c.protocols();
+        assert_eq!(p.errors["Toy"]["garbage"], 5, "each line of the HTTP/1 request, blank line included");
+        assert_eq!((p.spans["HTTP"], p.spans["Toy"]), (1, 1));
+        let v = serde_json::to_value(crate::stats::StatsFrame::collect(&c, Default::default(), 1, false))
+            .unwrap();
+        assert_eq!(v["spans_by_protocol"], serde_json::json!({"HTTP": 1, "Toy": 1}));
+        assert_eq!(v["l7_parse_errors"]["Toy"]["garbage"], 5);
+        assert_eq!(v["l7_connections"]["Toy"], 1);
+    }
+
+    #[test]
+    fn l7_empty_payload_does_not_decide_the_protocol() {
+        let (mut t, _) = toy_tracker(16);
+        let mut out = Vec::new();
+        let mut empty = ev(SRV_SOCK, Direction::Ingress, 0, 1, 0, b"");
+        empty.total = 100; // payload could not be read
+        t.on_event(&empty, &mut out);
+        t.on_event(&ev(SRV_SOCK, Direction::Ingress, 10, 1, 0, b"Q 9 z\n"), &mut out);
+        t.on_event(&ev(SRV_SOCK, Direction::Egress, 20, 1, 0, b"A 9 204\n"), &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].response_code, Some(204));
+    }
+
+    #[test]
+    fn l7_messages_in_the_wrong_direction_are_counted_not_paired() {
+        let (mut t, c) = toy_tracker(16);
+        let mut out = Vec::new();
+        t.on_event(&lifecycle(SRV_SOCK, Kind::Accept, 0), &mut out);
+        // A server that writes a "request" and reads a "response": nonsense for its role.
+        t.on_event(&ev(SRV_SOCK, Direction::Egress, 10, 1, 0, b"Q 1 x\n"), &mut out);
+        t.on_event(&ev(SRV_SOCK, Direction::Ingress, 20, 1, 0, b"A 1 200\n"), &mut out);
+        assert!(out.is_empty());
+        let p = c.protocols();
+        assert_eq!(p.errors["Toy"]["request_in_response_direction"], 1);
+        assert_eq!(p.errors["Toy"]["response_in_request_direction"], 1);
     }
 }
