@@ -378,3 +378,19 @@ mod tests {
         assert_eq!(parse(&query(5, "", 2)).unwrap().question, Some((".".to_string(), 2)));
     }
 }
+
+#[cfg(test)]
+mod detect_tests {
+    use crate::event::Direction::{Egress as W, Ingress as R};
+    use crate::l7::detect;
+
+    #[test]
+    fn detect_dns_over_udp_port_53() {
+        let q = super::tests::query(7, "svca.tdlab.test", 1);
+        assert_eq!(detect(W, &q, 40000, 53, true).map(|s| s.protocol()), Some("DNS"));
+        assert_eq!(detect(R, &q, 53, 40000, true).map(|s| s.protocol()), Some("DNS"));
+        assert!(detect(W, &q, 40000, 5353, true).is_none(), "port 53 only");
+        assert!(detect(W, &q, 40000, 53, false).is_none(), "UDP only");
+        assert!(detect(W, b"not a dns message at all", 40000, 53, true).is_none());
+    }
+}

@@ -874,3 +874,25 @@ mod tests {
         assert!(!looks_like_startup(b"\x00\x00"));
     }
 }
+
+#[cfg(test)]
+mod detect_tests {
+    use crate::event::Direction::{Egress as W, Ingress as R};
+    use crate::l7::detect;
+
+    #[test]
+    fn detect_postgres() {
+        let ssl = [0, 0, 0, 8, 4, 210, 22, 47];
+        assert_eq!(detect(W, &ssl, 40000, 6543, false).map(|s| s.protocol()), Some("PostgreSQL"));
+        assert_eq!(detect(R, &ssl, 5432, 40000, false).map(|s| s.protocol()), Some("PostgreSQL"));
+        // Port 5432 mid-connection: typed messages from the start.
+        let q = b"Q\0\0\0\x0dSELECT 1\0";
+        let mut s = detect(W, q, 40000, 5432, false).expect("port 5432");
+        let mut out = Vec::new();
+        let m = crate::tracker::Meta { enter_ns: 1, exit_ns: 2, tid: 1, seq: 0, trace_id: 1 };
+        s.feed(W, q, q.len() as u64, m, &mut out);
+        s.feed(R, b"Z\0\0\0\x05I", 6, m, &mut out);
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert!(detect(W, b"\x16\x03\x01\x00\x10", 40000, 8443, false).is_none());
+    }
+}

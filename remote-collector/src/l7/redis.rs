@@ -670,3 +670,45 @@ mod tests {
         assert!(!looks_like_inline(b"\x00\x00\x00\x08"));
     }
 }
+
+#[cfg(test)]
+mod detect_tests {
+    use crate::event::Direction::{Egress as W, Ingress as R};
+    use crate::l7::{detect, Message};
+    use crate::tracker::Meta;
+
+    fn spans(s: &mut dyn crate::l7::Session, steps: &[(crate::event::Direction, &[u8])]) -> Vec<Message> {
+        let mut out = Vec::new();
+        for (d, b) in steps {
+            s.feed(
+                *d,
+                b,
+                b.len() as u64,
+                Meta { enter_ns: 1, exit_ns: 2, tid: 1, seq: 0, trace_id: 1 },
+                &mut out,
+            );
+        }
+        out
+    }
+
+    #[test]
+    fn detect_redis() {
+        let ping = b"*1\r\n$4\r\nPING\r\n";
+        // Any port: a RESP array of bulk strings is a command; its writer is the client.
+        let mut s = detect(W, ping, 40000, 7000, false).expect("RESP command");
+        assert_eq!(s.protocol(), "Redis");
+        assert_eq!(spans(s.as_mut(), &[(W, ping), (R, b"+PONG\r\n")]).len(), 2);
+        let mut s = detect(R, ping, 7000, 40000, false).expect("server side");
+        assert_eq!(spans(s.as_mut(), &[(R, ping), (W, b"+PONG\r\n")]).len(), 2);
+        // Port 6379: inline commands, or a capture that starts with a reply.
+        let mut s = detect(R, b"+PONG\r\n", 40000, 6379, false).expect("port 6379");
+        // The orphan reply is reported (the tracker counts it as response_without_request).
+        let out = spans(s.as_mut(), &[(R, b"+PONG\r\n"), (W, ping), (R, b"+PONG\r\n")]);
+        assert!(matches!(
+            out[..],
+            [Message::Response { .. }, Message::Request { .. }, Message::Response { .. }]
+        ));
+        assert!(detect(W, b"GET / HTTP/1.1\r\n\r\n", 40000, 80, false).is_none());
+        assert!(detect(W, ping, 40000, 53, true).is_none(), "RESP is not DNS over UDP");
+    }
+}
