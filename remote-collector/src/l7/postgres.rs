@@ -213,13 +213,25 @@ fn cstrings(b: &[u8]) -> impl Iterator<Item = &[u8]> {
     b.split(|&c| c == 0)
 }
 
+/// Lossy UTF-8 of at most `max` bytes.
 fn text(b: &[u8], max: usize) -> String {
-    let s = String::from_utf8_lossy(&b[..b.len().min(max)]).into_owned();
+    let mut s = String::from_utf8_lossy(&b[..b.len().min(max)]).into_owned();
     // A multi-byte character cut at `max` became U+FFFD: drop it.
     if b.len() > max {
-        s.trim_end_matches('\u{fffd}').to_string()
-    } else {
-        s
+        s = s.trim_end_matches('\u{fffd}').to_string();
+    }
+    cut(&mut s, max);
+    s
+}
+
+/// Truncates to at most `max` bytes, on a character boundary.
+fn cut(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
     }
 }
 
@@ -435,7 +447,7 @@ impl PostgresSession {
                 let (status, exception) = match &r.error {
                     Some((code, msg)) => {
                         let mut e = format!("{code}: {msg}");
-                        e.truncate(e.char_indices().nth(MAX_EXCEPTION).map_or(e.len(), |(i, _)| i));
+                        cut(&mut e, MAX_EXCEPTION);
                         (sqlstate_status(code), Some(e))
                     }
                     None => ("ok", None),

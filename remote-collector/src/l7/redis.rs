@@ -293,8 +293,18 @@ fn int(text: &[u8]) -> Result<i64, Error> {
     std::str::from_utf8(text).ok().and_then(|s| s.parse().ok()).ok_or(Error::Malformed)
 }
 
+/// Lossy UTF-8, at most MAX_TEXT bytes (replacement characters are longer
+/// than the bytes they replace).
 fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+    let mut s = String::from_utf8_lossy(b).into_owned();
+    if s.len() > MAX_TEXT {
+        let mut end = MAX_TEXT;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
 }
 
 #[derive(Debug, Clone)]
