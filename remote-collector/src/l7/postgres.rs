@@ -70,11 +70,23 @@ pub struct PgStream {
     body_left: u64,
     keep_left: usize,
     cur: Option<Frame>,
+    /// Bytes of the last read that were neither copied nor skipped (after an
+    /// Uncaptured error).
+    pub lost: u64,
 }
 
 impl PgStream {
     pub fn new(frontend: bool, untyped: bool) -> Self {
-        Self { frontend, untyped, answers_due: 0, hdr: Vec::new(), body_left: 0, keep_left: 0, cur: None }
+        Self {
+            frontend,
+            untyped,
+            answers_due: 0,
+            hdr: Vec::new(),
+            body_left: 0,
+            keep_left: 0,
+            cur: None,
+            lost: 0,
+        }
     }
 
     fn reset(&mut self) {
@@ -112,6 +124,7 @@ impl PgStream {
             }
         }
         if gap > n {
+            self.lost = gap - n;
             return Err(Error::Uncaptured);
         }
         Ok(())
@@ -280,6 +293,9 @@ pub struct PostgresSession {
     reply: Option<Reply>,
     /// The startup phase ended (the first ReadyForQuery was seen).
     ready: bool,
+    /// The backend stream lost its framing (copy cap or garbage): its bytes are
+    /// skipped until the client sends again, when the reader starts afresh.
+    back_lost: bool,
     errors: u32,
     dead: bool,
 }
@@ -298,6 +314,7 @@ impl PostgresSession {
             round_trips: VecDeque::new(),
             reply: None,
             ready: !startup,
+            back_lost: false,
             errors: 0,
             dead: false,
         }
@@ -445,11 +462,7 @@ impl PostgresSession {
                     return;
                 }
                 let (status, exception) = match &r.error {
-                    Some((code, msg)) => {
-                        let mut e = format!("{code}: {msg}");
-                        cut(&mut e, MAX_EXCEPTION);
-                        (sqlstate_status(code), Some(e))
-                    }
+                    Some((code, msg)) => (sqlstate_status(code), Some(exception(code, msg))),
                     None => ("ok", None),
                 };
                 let mut attrs = json!({ "rows": r.rows });
@@ -475,6 +488,43 @@ impl PostgresSession {
     }
 }
 
+const LOST: &str = "response not captured: the copy cap (--max-payload) or unparseable bytes cut the reply";
+
+impl PostgresSession {
+    /// The client sends again after the backend stream was lost: clients wait for
+    /// ReadyForQuery, so every round trip sent so far has ended. The one in
+    /// progress ends with what was seen of it (its error, if any), the others as
+    /// not captured, so the pairing of what follows stays right.
+    fn recover(&mut self, meta: Meta, out: &mut Vec<Message>) {
+        self.back_lost = false;
+        self.back = PgStream::new(false, false);
+        self.ready = true;
+        let mut partial = self.reply.take();
+        while let Some(emit) = self.round_trips.pop_front() {
+            let r = partial.take();
+            if !emit {
+                continue;
+            }
+            let (status, exception) = match r.as_ref().and_then(|r| r.error.as_ref()) {
+                Some((code, msg)) => (sqlstate_status(code), Some(exception(code, msg))),
+                None => ("unknown", Some(LOST.to_string())),
+            };
+            out.push(Message::Response {
+                key: 0,
+                first: r.as_ref().map_or(meta, |r| r.first),
+                last: meta,
+                resp: Response { status, exception, length: r.map_or(0, |r| r.length), ..Default::default() },
+            });
+        }
+    }
+}
+
+fn exception(code: &str, msg: &str) -> String {
+    let mut e = format!("{code}: {msg}");
+    cut(&mut e, MAX_EXCEPTION);
+    e
+}
+
 impl Session for PostgresSession {
     fn protocol(&self) -> &'static str {
         "PostgreSQL"
@@ -486,6 +536,12 @@ impl Session for PostgresSession {
         }
         let gap = total.saturating_sub(data.len() as u64);
         let frontend = dir == self.frontend_dir;
+        if self.back_lost {
+            if !frontend {
+                return;
+            }
+            self.recover(meta, out);
+        }
         let mut done = Vec::new();
         let stream = if frontend { &mut self.front } else { &mut self.back };
         let r = stream.feed(data, gap, meta, &mut done);
@@ -500,6 +556,19 @@ impl Session for PostgresSession {
             }
             if self.dead {
                 return;
+            }
+        }
+        if r.is_err() && !frontend {
+            self.back_lost = true;
+        }
+        if r == Err(Error::Uncaptured) && frontend {
+            // The rest of a write was not copied (copy cap, or more iovecs than the
+            // collector copies). Drivers send an extended round trip in one write, so
+            // a batch under way ends with the Sync in the uncopied bytes.
+            if let Some(mut b) = self.batch.take() {
+                b.length += self.front.lost;
+                self.round_trips.push_back(true);
+                out.push(self.request(b.kind, b.text, b.first, meta, b.length));
             }
         }
         match r {
@@ -835,6 +904,67 @@ mod tests {
         s.feed(W, &query("SELECT 3"), 14, meta(2), &mut out);
         assert_eq!(reqs(&out).len(), 2);
         assert_eq!(reqs(&out)[1].1, "SELECT 3");
+    }
+
+    #[test]
+    fn many_small_rows_beyond_copy_cap() {
+        // A result of many small DataRows read 16 KiB at a time with 4 KiB copied: the
+        // cut lands in a header, the rest of the result is skipped, and the round trip
+        // ends when the client sends its next query.
+        let mut s = PostgresSession::new(Side::Client, false);
+        let mut out = Vec::new();
+        s.feed(W, &query("SELECT * FROM big"), 23, meta(1), &mut out);
+        let res = rows(3000, "SELECT 3000");
+        for (i, chunk) in res.chunks(16384).enumerate() {
+            s.feed(R, &chunk[..chunk.len().min(4096)], chunk.len() as u64, meta(2 + i as u64), &mut out);
+        }
+        assert_eq!(out.iter().filter(|m| **m == Message::Error("postgres_uncaptured")).count(), 1, "{out:?}");
+        assert_eq!(resps(&out).len(), 0);
+        let q2 = query("SELECT 1");
+        s.feed(W, &q2, q2.len() as u64, meta(20), &mut out);
+        s.feed(R, &error("42703", "column \"x\" does not exist"), 0, meta(21), &mut out);
+        let p = resps(&out);
+        assert_eq!(p.len(), 2, "{out:?}");
+        assert_eq!((p[0].status, p[0].exception.as_deref()), ("unknown", Some(LOST)));
+        assert!(
+            (4096..16384).contains(&p[0].length),
+            "the messages seen whole before the cut: {}",
+            p[0].length
+        );
+        assert_eq!(p[1].status, "client_error");
+    }
+
+    #[test]
+    fn extended_batch_whose_tail_was_not_copied() {
+        // Parse/Bind/Describe/Execute/Sync in one writev, of which only the first
+        // iovecs (or the first bytes, with a big parameter) were copied.
+        let batch = extended("", "INSERT INTO items(id) VALUES ($1)");
+        let mut s = PostgresSession::new(Side::Client, false);
+        let mut out = Vec::new();
+        let cut = batch.len() - 16; // Execute and Sync missing
+        s.feed(W, &batch[..cut], batch.len() as u64, meta(1), &mut out);
+        s.feed(
+            R,
+            &[
+                msg(b'1', b""),
+                msg(b'2', b""),
+                msg(b'n', b""),
+                msg(b'C', &cstr(&["INSERT 0 1"])),
+                msg(b'Z', b"I"),
+            ]
+            .concat(),
+            40,
+            meta(2),
+            &mut out,
+        );
+        assert_eq!(
+            reqs(&out),
+            vec![("PARSE".into(), "INSERT INTO items(id) VALUES ($1)".into(), None, "INSERT".into())]
+        );
+        let Message::Request { req, .. } = &out[0] else { panic!("{out:?}") };
+        assert_eq!(req.length, batch.len() as u64);
+        assert_eq!(resps(&out).len(), 1);
+        assert_eq!(resps(&out)[0].status, "ok");
     }
 
     #[test]

@@ -16,6 +16,9 @@ use crate::event::Direction;
 use crate::l7::{Message, Request, Response, Session, Side};
 use crate::tracker::Meta;
 
+const LOST: &str =
+    "response not captured: the copy cap (--max-payload) or unparseable bytes cut the reply stream";
+
 /// Bytes of a command's first argument or of an error line kept in a span.
 pub const MAX_TEXT: usize = 256;
 /// A simple line (type byte + text) longer than this is not RESP.
@@ -66,6 +69,8 @@ pub struct RespStream {
     bulk_keep: Option<Vec<u8>>,
     bulk_is_error: bool,
     cur: Option<Value>,
+    /// The value in progress when the last error reset the reader.
+    pub partial: Option<Value>,
 }
 
 impl RespStream {
@@ -89,7 +94,12 @@ impl RespStream {
     ) -> Result<(), Error> {
         let r = self.feed_bytes(data, meta, done).and_then(|()| self.skip_gap(gap, meta, done));
         if r.is_err() {
+            let mut partial = self.cur.take().filter(|v| v.length > 0);
+            if let Some(v) = partial.as_mut() {
+                v.length += gap; // the uncopied rest of this read belongs to it too
+            }
             self.reset();
+            self.partial = partial;
         }
         r
     }
@@ -326,6 +336,9 @@ pub struct RedisSession {
     /// Confirmations still due for a SUBSCRIBE of several channels.
     extra_confirmations: u64,
     subscribed: bool,
+    /// The reply stream lost its framing (copy cap or garbage): replies are
+    /// skipped until the client writes again, when the reader starts afresh.
+    replies_lost: bool,
     errors: u32,
     dead: bool,
 }
@@ -339,6 +352,7 @@ impl RedisSession {
             pending: VecDeque::new(),
             extra_confirmations: 0,
             subscribed: false,
+            replies_lost: false,
             errors: 0,
             dead: false,
         }
@@ -428,6 +442,29 @@ impl Session for RedisSession {
         let gap = total.saturating_sub(data.len() as u64);
         let mut done = Vec::new();
         let is_command = dir == self.command_dir;
+        if !is_command && self.replies_lost {
+            return;
+        }
+        if is_command && self.replies_lost {
+            // The client writes again: the replies it waited for have all come. Those
+            // that were lost answer their commands as not captured, so the pairing
+            // of the commands that follow stays right.
+            self.replies_lost = false;
+            self.replies = RespStream::new(false);
+            for _ in 0..self.pending.len() {
+                self.pending.pop_front();
+                out.push(Message::Response {
+                    key: 0,
+                    first: meta,
+                    last: meta,
+                    resp: Response {
+                        status: "unknown",
+                        exception: Some(LOST.to_string()),
+                        ..Default::default()
+                    },
+                });
+            }
+        }
         let stream = if is_command { &mut self.commands } else { &mut self.replies };
         let r = stream.feed(data, gap, meta, &mut done);
         if !done.is_empty() {
@@ -438,6 +475,22 @@ impl Session for RedisSession {
                 self.command(v, last, out);
             } else {
                 self.reply(v, last, out);
+            }
+        }
+        if r.is_err() {
+            if is_command {
+                // A command cut where its framing was: report what is known of it
+                // (not one that turned out to be garbage).
+                let partial = self.commands.partial.take().filter(|v| !v.strings.is_empty());
+                if let (Some(v), Err(Error::Uncaptured)) = (partial, r) {
+                    self.command(v, meta, out);
+                }
+            } else {
+                // A reply's type is its first byte: a cut reply still answers its command.
+                if let Some(v) = self.replies.partial.take() {
+                    self.reply(v, meta, out);
+                }
+                self.replies_lost = true;
             }
         }
         match r {
@@ -620,6 +673,57 @@ mod tests {
     }
 
     #[test]
+    fn nested_reply_beyond_copy_cap_answers_its_command() {
+        // COMMAND DOCS (redis-cli sends it first): a big nested reply of small elements,
+        // read 16 KiB at a time with 4 KiB copied.
+        let mut reply = b"*400\r\n".to_vec();
+        for i in 0..400 {
+            reply.extend(
+                format!(
+                    "*2\r\n$7\r\ncommand\r\n%1\r\n+summary\r\n$30\r\nsome words about command {i:05}\r\n"
+                )
+                .as_bytes(),
+            );
+        }
+        let mut s = RedisSession::new(Side::Client);
+        let mut out = Vec::new();
+        s.feed(W, &cmd(&["COMMAND", "DOCS"]), 24, meta(1), &mut out);
+        for (i, chunk) in reply.chunks(16384).enumerate() {
+            let n = chunk.len().min(4096);
+            s.feed(R, &chunk[..n], chunk.len() as u64, meta(2 + i as u64), &mut out);
+        }
+        s.feed(W, &cmd(&["GET", "k"]), 20, meta(10), &mut out);
+        s.feed(R, b"$1\r\nv\r\n", 7, meta(11), &mut out);
+        assert_eq!(
+            reqs(&out),
+            vec![("COMMAND".into(), "COMMAND DOCS".into()), ("GET".into(), "GET k".into())]
+        );
+        let r = resps(&out);
+        assert_eq!(r.len(), 2, "{out:?}");
+        assert_eq!(r[0].0, "ok");
+        assert!(
+            (16384..reply.len() as u64).contains(&r[0].2),
+            "the cut reply counts the reads it was seen in: {}",
+            r[0].2
+        );
+        assert_eq!(r[1], ("ok", None, 7));
+        assert_eq!(out.iter().filter(|m| matches!(m, Message::Error(_))).count(), 1, "{out:?}");
+
+        // Pipelined: replies lost mid-way answer their commands as unknown.
+        let mut s = RedisSession::new(Side::Client);
+        let mut out = Vec::new();
+        let three = [cmd(&["COMMAND", "DOCS"]), cmd(&["PING"]), cmd(&["PING"])].concat();
+        s.feed(W, &three, three.len() as u64, meta(1), &mut out);
+        let mut replies = reply.clone();
+        replies.extend(b"+PONG\r\n+PONG\r\n");
+        s.feed(R, &replies[..4096], replies.len() as u64, meta(2), &mut out);
+        s.feed(W, &cmd(&["PING"]), 14, meta(3), &mut out);
+        s.feed(R, b"+PONG\r\n", 7, meta(4), &mut out);
+        let statuses: Vec<_> = resps(&out).iter().map(|r| r.0).collect();
+        assert_eq!(statuses, vec!["ok", "unknown", "unknown", "ok"]);
+    }
+
+    #[test]
     fn garbage_resyncs_then_gives_up() {
         let mut s = RedisSession::new(Side::Client);
         let out = run(&mut s, &[(W, b"*2\r\n$3\r\nGET\r\nxx\r\n"), (W, &cmd(&["PING"])), (R, b"+PONG\r\n")]);
@@ -627,7 +731,7 @@ mod tests {
         assert_eq!(reqs(&out), vec![("PING".into(), "PING".into())]);
         assert_eq!(resps(&out).len(), 1);
         let mut s = RedisSession::new(Side::Client);
-        let junk: Vec<(Direction, &[u8])> = (0..20).map(|_| (R, &b"\x16\x03\x01\x00\xff"[..])).collect();
+        let junk: Vec<(Direction, &[u8])> = (0..20).map(|_| (W, &b"\x16\x03\x01\x00\xff"[..])).collect();
         let out = run(&mut s, &junk);
         assert_eq!(
             out.iter().filter(|m| **m == Message::Error("redis_malformed")).count(),
@@ -637,9 +741,23 @@ mod tests {
         // Overlong lines and absurd lengths are errors, not allocations.
         let mut s = RedisSession::new(Side::Client);
         let long = vec![b'+'; MAX_LINE + 10];
-        assert_eq!(run(&mut s, &[(R, &long)]), vec![Message::Error("redis_malformed")]);
-        assert_eq!(run(&mut s, &[(R, b"$99999999999\r\n")]), vec![Message::Error("redis_malformed")]);
-        assert_eq!(run(&mut s, &[(R, b"*-5\r\n")]), vec![Message::Error("redis_malformed")]);
+        assert_eq!(run(&mut s, &[(W, &long)]), vec![Message::Error("redis_malformed")]);
+        assert_eq!(run(&mut s, &[(W, b"$99999999999\r\n")]), vec![Message::Error("redis_malformed")]);
+        assert_eq!(run(&mut s, &[(W, b"*-5\r\n")]), vec![Message::Error("redis_malformed")]);
+        // Garbage in the replies: skipped until the client writes again.
+        let mut s = RedisSession::new(Side::Client);
+        let out = run(
+            &mut s,
+            &[
+                (W, &cmd(&["PING"])),
+                (R, b"\x16\x03"),
+                (R, b"+PONG\r\n"),
+                (W, &cmd(&["PING"])),
+                (R, b"+PONG\r\n"),
+            ],
+        );
+        let statuses: Vec<_> = resps(&out).iter().map(|r| r.0).collect();
+        assert_eq!(statuses, vec!["unknown", "ok"], "{out:?}");
     }
 
     #[test]
