@@ -88,6 +88,8 @@ pub struct Event {
     pub remote: (IpAddr, u16),
     pub comm: [u8; 16],
     pub flags: u8,
+    /// A UDP socket (only datagrams to or from port 53 are traced); else TCP.
+    pub udp: bool,
     pub payload: Vec<u8>,
 }
 
@@ -163,6 +165,7 @@ pub fn decode(raw: &[u8]) -> Result<Event, DecodeError> {
         remote: (addr(h.family, &h.raddr), h.rport),
         comm,
         flags: h.flags,
+        udp: h.udp != 0,
         payload: raw[HEADER_SIZE..HEADER_SIZE + h.copied as usize].to_vec(),
     })
 }

@@ -220,10 +220,10 @@ const WHY_OVERFLOW: &str = "too many pipelined requests waiting for responses";
 const WHY_EXITED: &str = "process exited before a response was seen";
 const WHY_REPLACED: &str = "socket reused before a response was seen";
 
-/// Whether the event's socket is UDP. The BPF side traces TCP sockets only
-/// today; UDP (DNS) support sets this from the event.
-fn is_udp(_ev: &Event) -> bool {
-    false
+/// Whether the event's socket is UDP (the BPF side passes UDP sockets to or
+/// from port 53 only).
+fn is_udp(ev: &Event) -> bool {
+    ev.udp
 }
 
 pub struct Limits {
@@ -918,6 +918,7 @@ mod tests {
             remote,
             comm,
             flags: 0,
+            udp: false,
             payload: data.to_vec(),
         }
     }

@@ -2,8 +2,8 @@
 /*
  * Tapdeck syscall tracer (CO-RE).
  *
- * sys_enter_* remembers the arguments of a data syscall on a TCP socket made by a
- * traced process (tgid in `pids`); sys_exit_* with ret > 0 copies up to
+ * sys_enter_* remembers the arguments of a data syscall on a TCP socket (or a UDP
+ * socket to or from port 53: DNS) made by a traced process (tgid in `pids`); sys_exit_* with ret > 0 copies up to
  * `max_payload` bytes of what was read or written and sends one record to the
  * `events` ring buffer. accept4/connect/close send small lifecycle records.
  * Every lost record is counted in `counters`; nothing is dropped silently.
@@ -47,6 +47,7 @@ struct active_call {
 	__u8 direction;
 	__u8 vectored;
 	__u8 pad[5];
+	__u64 addr; /* sendto/recvfrom sockaddr, msg_name: the peer of an unconnected UDP socket */
 };
 
 /* pid_tgid -> the syscall in progress on that thread. A plain hash (an LRU hash
@@ -94,8 +95,9 @@ static __always_inline int is_traced(void)
 	return bpf_map_lookup_elem(&pids, &tgid) != NULL;
 }
 
-/* The struct sock behind fd if fd is an AF_INET/AF_INET6 TCP socket, else NULL. */
-static __always_inline struct sock *tcp_sock_of_fd(__s32 fd)
+/* The struct sock behind fd if fd is an AF_INET/AF_INET6 TCP or UDP socket, else
+ * NULL; *udp tells which. */
+static __always_inline struct sock *inet_sock_of_fd(__s32 fd, __u8 *udp)
 {
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	struct fdtable *fdt;
@@ -127,9 +129,47 @@ static __always_inline struct sock *tcp_sock_of_fd(__s32 fd)
 	if (family != AF_INET && family != AF_INET6)
 		return NULL;
 	protocol = BPF_CORE_READ(sk, sk_protocol);
-	if (protocol != IPPROTO_TCP)
+	if (protocol != IPPROTO_TCP && protocol != IPPROTO_UDP)
 		return NULL;
+	*udp = protocol == IPPROTO_UDP;
 	return sk;
+}
+
+/* The struct sock behind fd if fd is an AF_INET/AF_INET6 TCP socket, else NULL. */
+static __always_inline struct sock *tcp_sock_of_fd(__s32 fd)
+{
+	__u8 udp = 0;
+	struct sock *sk = inet_sock_of_fd(fd, &udp);
+
+	return udp ? NULL : sk;
+}
+
+#define DNS_PORT 53
+
+/* A UDP socket bound to or connected to port 53. */
+static __always_inline int sk_is_dns(struct sock *sk)
+{
+	return BPF_CORE_READ(sk, __sk_common.skc_num) == DNS_PORT ||
+	       bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport)) == DNS_PORT;
+}
+
+/* The peer of a datagram on an unconnected UDP socket, from the sockaddr the
+ * caller passed (sendto, sendmsg) or the kernel filled in (recvfrom, recvmsg). */
+static __always_inline void fill_peer(struct event_hdr *h, __u64 addr)
+{
+	struct sockaddr_in6 sa = {};
+
+	if (!addr || bpf_probe_read_user(&sa, sizeof(struct sockaddr_in), (void *)addr))
+		return;
+	if (sa.sin6_family == AF_INET && h->family == AF_INET) {
+		h->rport = bpf_ntohs(sa.sin6_port);
+		/* sockaddr_in's sin_addr sits where sockaddr_in6 has sin6_flowinfo. */
+		__builtin_memcpy(h->raddr, &sa.sin6_flowinfo, 4);
+	} else if (sa.sin6_family == AF_INET6 && h->family == AF_INET6 &&
+		   !bpf_probe_read_user(&sa, sizeof(sa), (void *)addr)) {
+		h->rport = bpf_ntohs(sa.sin6_port);
+		__builtin_memcpy(h->raddr, &sa.sin6_addr, 16);
+	}
 }
 
 static __always_inline void fill_socket(struct event_hdr *h, struct sock *sk)
@@ -206,6 +246,21 @@ static __always_inline int enter_data(__s32 fd, __u64 buf, __u64 len, __u8 sysca
 	return 0;
 }
 
+/* Adds the sockaddr argument to the call enter_data just stored (only when the
+ * caller passed one: a TCP proxy's recv/send pass NULL and cost nothing more). */
+static __always_inline int remember_addr(__u64 addr)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct active_call *call;
+
+	if (!addr)
+		return 0;
+	call = bpf_map_lookup_elem(&active, &id);
+	if (call)
+		call->addr = addr;
+	return 0;
+}
+
 /* msghdr -> (iovec array, count), read at entry: the kernel does not change them. */
 static __always_inline int enter_msg(__s32 fd, __u64 msg_ptr, __u8 syscall, __u8 direction)
 {
@@ -216,7 +271,8 @@ static __always_inline int enter_msg(__s32 fd, __u64 msg_ptr, __u8 syscall, __u8
 		return 0;
 	if (bpf_probe_read_user(&msg, sizeof(msg), (void *)msg_ptr))
 		return 0;
-	return enter_data(fd, (__u64)msg.msg_iov, msg.msg_iovlen, syscall, direction, 1);
+	enter_data(fd, (__u64)msg.msg_iov, msg.msg_iovlen, syscall, direction, 1);
+	return remember_addr((__u64)msg.msg_name);
 }
 
 static __always_inline __u32 copy_flat(struct data_event *e, const struct active_call *call,
@@ -281,6 +337,7 @@ static __always_inline int exit_data(long ret, __u8 syscall)
 	struct data_event *e;
 	struct sock *sk;
 	__u32 cap = max_payload, copied, seq;
+	__u8 udp = 0;
 
 	stored = bpf_map_lookup_elem(&active, &id);
 	if (!stored)
@@ -289,26 +346,34 @@ static __always_inline int exit_data(long ret, __u8 syscall)
 	bpf_map_delete_elem(&active, &id);
 	if (call.syscall != syscall || ret <= 0)
 		return 0;
-	sk = tcp_sock_of_fd(call.fd);
+	sk = inet_sock_of_fd(call.fd, &udp);
 	if (!sk)
 		return 0;
 	e = scratch_event();
 	if (!e)
 		return 0;
+	fill_socket(&e->hdr, sk);
+	if (udp) {
+		fill_peer(&e->hdr, call.addr);
+		if (e->hdr.lport != DNS_PORT && e->hdr.rport != DNS_PORT)
+			return 0;
+	}
 	if (cap > TD_MAX_PAYLOAD)
 		cap = TD_MAX_PAYLOAD;
 
 	e->hdr.enter_ns = call.enter_ns;
 	e->hdr.exit_ns = bpf_ktime_get_ns();
 	fill_task(&e->hdr);
-	fill_socket(&e->hdr, sk);
 	e->hdr.fd = call.fd;
 	e->hdr.total = ret > 0xffffffff ? 0xffffffff : ret;
 	e->hdr.kind = TD_EV_DATA;
 	e->hdr.direction = call.direction;
 	e->hdr.syscall = syscall;
 	e->hdr.flags = 0;
-	if (call.direction == TD_DIR_INGRESS)
+	e->hdr.udp = udp;
+	if (udp)
+		seq = (__u32)ret; /* no sequence numbers: tcp_seq is 0 */
+	else if (call.direction == TD_DIR_INGRESS)
 		seq = BPF_CORE_READ((struct tcp_sock *)sk, copied_seq);
 	else
 		seq = BPF_CORE_READ((struct tcp_sock *)sk, write_seq);
@@ -376,7 +441,8 @@ int tp_exit_writev(struct trace_event_raw_sys_exit *ctx)
 SEC("tracepoint/syscalls/sys_enter_recvfrom")
 int tp_enter_recvfrom(struct trace_event_raw_sys_enter *ctx)
 {
-	return enter_data(ARG(ctx, 0), ARG(ctx, 1), ARG(ctx, 2), TD_SYS_RECVFROM, TD_DIR_INGRESS, 0);
+	enter_data(ARG(ctx, 0), ARG(ctx, 1), ARG(ctx, 2), TD_SYS_RECVFROM, TD_DIR_INGRESS, 0);
+	return remember_addr(ARG(ctx, 4));
 }
 
 SEC("tracepoint/syscalls/sys_exit_recvfrom")
@@ -388,7 +454,8 @@ int tp_exit_recvfrom(struct trace_event_raw_sys_exit *ctx)
 SEC("tracepoint/syscalls/sys_enter_sendto")
 int tp_enter_sendto(struct trace_event_raw_sys_enter *ctx)
 {
-	return enter_data(ARG(ctx, 0), ARG(ctx, 1), ARG(ctx, 2), TD_SYS_SENDTO, TD_DIR_EGRESS, 0);
+	enter_data(ARG(ctx, 0), ARG(ctx, 1), ARG(ctx, 2), TD_SYS_SENDTO, TD_DIR_EGRESS, 0);
+	return remember_addr(ARG(ctx, 4));
 }
 
 SEC("tracepoint/syscalls/sys_exit_sendto")
@@ -456,6 +523,7 @@ static __always_inline void emit_lifecycle(struct sock *sk, __s32 fd, __u64 ente
 	e->hdr.direction = 0;
 	e->hdr.syscall = syscall;
 	e->hdr.flags = 0;
+	e->hdr.udp = BPF_CORE_READ(sk, sk_protocol) == IPPROTO_UDP;
 	submit(e, 0);
 }
 
@@ -514,6 +582,7 @@ int tp_exit_connect(struct trace_event_raw_sys_exit *ctx)
 	struct active_call *stored, call;
 	struct sock *sk;
 	long ret = ctx->ret;
+	__u8 udp = 0;
 
 	stored = bpf_map_lookup_elem(&active, &id);
 	if (!stored)
@@ -522,8 +591,8 @@ int tp_exit_connect(struct trace_event_raw_sys_exit *ctx)
 	bpf_map_delete_elem(&active, &id);
 	if (call.syscall != TD_SYS_CONNECT || (ret != 0 && ret != -EINPROGRESS))
 		return 0;
-	sk = tcp_sock_of_fd(call.fd);
-	if (sk)
+	sk = inet_sock_of_fd(call.fd, &udp);
+	if (sk && (!udp || sk_is_dns(sk)))
 		emit_lifecycle(sk, call.fd, call.enter_ns, TD_EV_CONNECT, TD_SYS_CONNECT);
 	return 0;
 }
@@ -535,10 +604,12 @@ int tp_enter_close(struct trace_event_raw_sys_enter *ctx)
 	__s32 fd = ARG(ctx, 0);
 	struct sock *sk;
 
+	__u8 udp = 0;
+
 	if (!is_traced())
 		return 0;
-	sk = tcp_sock_of_fd(fd);
-	if (sk)
+	sk = inet_sock_of_fd(fd, &udp);
+	if (sk && (!udp || sk_is_dns(sk)))
 		emit_lifecycle(sk, fd, bpf_ktime_get_ns(), TD_EV_CLOSE, TD_SYS_CLOSE);
 	return 0;
 }

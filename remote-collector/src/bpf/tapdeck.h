@@ -19,7 +19,8 @@
 
 /* event_hdr.kind */
 enum td_event_kind {
-	TD_EV_DATA = 1,    /* read-like or write-like syscall on a TCP socket, ret > 0 */
+	TD_EV_DATA = 1,    /* read-like or write-like syscall on a TCP socket (or a UDP
+			    * socket to or from port 53), ret > 0 */
 	TD_EV_ACCEPT = 2,  /* accept4 returned a TCP socket: this process is its server */
 	TD_EV_CONNECT = 3, /* connect on a TCP socket returned 0 or -EINPROGRESS */
 	TD_EV_CLOSE = 4,   /* close(fd) of a TCP socket (emitted at syscall entry) */
@@ -80,7 +81,8 @@ struct event_hdr {
 	__u8 direction; /* enum td_direction */
 	__u8 syscall;  /* enum td_syscall */
 	__u8 flags;    /* TD_FLAG_* */
-	__u8 pad[6];
+	__u8 udp;      /* 1: a UDP socket (DNS, port 53 only), 0: TCP */
+	__u8 pad[5];
 	__u8 laddr[16]; /* local address: 4 bytes for AF_INET, 16 for AF_INET6 */
 	__u8 raddr[16]; /* remote address */
 	char comm[TD_COMM_LEN];

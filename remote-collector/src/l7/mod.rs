@@ -2,10 +2,13 @@
 //! one Session per connection (chosen by `detect` from the first payload),
 //! pairs the Requests and Responses it reports by key, and builds spans.
 
+pub mod dns;
+pub mod http2;
+pub mod postgres;
+pub mod redis;
+
 use crate::event::Direction;
 use crate::tracker::Meta;
-
-pub mod http2;
 
 /// Which end of the connection the traced process is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,11 +88,39 @@ pub fn detect(
     remote_port: u16,
     udp: bool,
 ) -> Option<Box<dyn Session>> {
-    let _ = (local_port, remote_port);
-    if !udp {
-        if let Some(s) = http2::detect(dir, data) {
-            return Some(s);
+    let on_port = |p: u16| local_port == p || remote_port == p;
+    // The end that opened the exchange: the writer of a request, else the end
+    // away from the well-known port.
+    let opener = if dir == Direction::Egress { Side::Client } else { Side::Server };
+    let by_port = |p: u16| {
+        if remote_port == p {
+            Side::Client
+        } else if local_port == p {
+            Side::Server
+        } else {
+            opener
         }
+    };
+    if udp {
+        if on_port(53) && dns::looks_like_dns(data) {
+            return Some(Box::new(dns::DnsSession::new()));
+        }
+        return None;
+    }
+    if let Some(s) = http2::detect(dir, data) {
+        return Some(s);
+    }
+    if postgres::looks_like_startup(data) {
+        return Some(Box::new(postgres::PostgresSession::new(opener, true)));
+    }
+    if redis::looks_like_command(data) {
+        return Some(Box::new(redis::RedisSession::new(opener)));
+    }
+    if on_port(5432) {
+        return Some(Box::new(postgres::PostgresSession::new(by_port(5432), false)));
+    }
+    if on_port(6379) {
+        return Some(Box::new(redis::RedisSession::new(by_port(6379))));
     }
     None
 }
