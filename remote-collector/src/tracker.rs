@@ -65,6 +65,7 @@ impl Clock {
 pub struct ProcMeta {
     pub name: String,
     pub netns: Option<u64>,
+    pub container_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -540,9 +541,9 @@ fn build_span(
     };
     let start_us = clock.wall_us(start_ns);
     let end_us = clock.wall_us(end_ns.max(start_ns));
-    let (process_name, netns) = match proc_meta {
-        Some(m) => (m.name.clone(), m.netns),
-        None => (comm_str(&conn.comm), None),
+    let (process_name, netns, container_id) = match proc_meta {
+        Some(m) => (m.name.clone(), m.netns, m.container_id.clone()),
+        None => (comm_str(&conn.comm), None, None),
     };
     Span {
         signal_source: "ebpf",
@@ -553,7 +554,7 @@ fn build_span(
         pid: conn.pid,
         tid: req.meta.tid,
         process_name,
-        container_id: None,
+        container_id,
         netns,
         interface: None,
         client_ip: client_ip.to_string(),
