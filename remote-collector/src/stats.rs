@@ -41,6 +41,11 @@ pub struct Counters {
     // Parser health.
     pub parse_errors: [AtomicU64; PARSE_ERROR_KINDS.len()],
     pub non_http_connections: AtomicU64,
+    // TLS plaintext.
+    pub tls_events: AtomicU64,
+    pub tls_without_socket: AtomicU64,
+    pub tls_encrypted_skipped: AtomicU64,
+    pub tls_libraries: AtomicU64,
     // Gauges.
     pub connections: AtomicU64,
     pub processes: AtomicU64,
@@ -111,6 +116,20 @@ pub struct StatsFrame {
     pub connections: u64,
     pub processes_traced: u64,
     pub pids_inherited: u64,
+    pub tls: TlsStats,
+}
+
+/// `stats.tls` (addition documented in STREAM.md).
+#[derive(Debug, Serialize)]
+pub struct TlsStats {
+    /// Plaintext records from the OpenSSL uprobes.
+    pub plaintext_records: u64,
+    /// Plaintext records whose socket was not known (addresses then empty).
+    pub without_socket: u64,
+    /// Encrypted syscalls of TLS sockets, not parsed.
+    pub encrypted_skipped: u64,
+    /// libssl files probed.
+    pub libraries: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -154,6 +173,12 @@ impl StatsFrame {
             connections: c.connections.load(Relaxed),
             processes_traced: c.processes.load(Relaxed),
             pids_inherited: c.pid_inherited.load(Relaxed),
+            tls: TlsStats {
+                plaintext_records: c.tls_events.load(Relaxed),
+                without_socket: c.tls_without_socket.load(Relaxed),
+                encrypted_skipped: c.tls_encrypted_skipped.load(Relaxed),
+                libraries: c.tls_libraries.load(Relaxed),
+            },
         }
     }
 }
