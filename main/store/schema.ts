@@ -93,6 +93,16 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX spans_by_trace ON spans (trace_id) WHERE trace_id IS NOT NULL;
     `,
   },
+  {
+    version: 2,
+    description: 'TLS flag on spans; container, network namespace and gateway of processes',
+    sql: `
+      ALTER TABLE spans ADD COLUMN is_tls INTEGER;
+      ALTER TABLE processes ADD COLUMN netns INTEGER;
+      ALTER TABLE processes ADD COLUMN container_id TEXT;
+      ALTER TABLE processes ADD COLUMN gateway TEXT;
+    `,
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]?.version ?? 0;

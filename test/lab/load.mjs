@@ -126,7 +126,8 @@ try {
 } catch {
   fail(`--url "${opts.url}" is not a URL.`);
 }
-if (base.protocol !== 'http:' && base.protocol !== 'https:') fail(`--url must be http:// or https://, got ${base.protocol}`);
+if (base.protocol !== 'http:' && base.protocol !== 'https:')
+  fail(`--url must be http:// or https://, got ${base.protocol}`);
 const tls = base.protocol === 'https:';
 const client = tls ? https : http;
 if (!allowedHost(base.hostname)) {
