@@ -130,7 +130,6 @@ struct RecentSyscall {
     enter_ns: u64,
     exit_ns: u64,
     seq: u32,
-    trace_id: u64,
     dir: Direction,
     local: (IpAddr, u16),
     remote: (IpAddr, u16),
@@ -351,7 +350,7 @@ impl Tracker {
             seq: ev.tcp_seq,
             trace_id: self.ids.assign(ev.tid, ev.direction),
         };
-        self.remember(ev, meta.trace_id);
+        self.remember(ev);
         let key = ConnKey::Sock(ev.sock);
         if self.tls_socks.contains_key(&ev.sock) {
             // Encrypted bytes: their plaintext comes from the OpenSSL uprobes.
@@ -364,7 +363,7 @@ impl Tracker {
         self.feed(key, ev, meta, out);
     }
 
-    fn remember(&mut self, ev: &Event, trace_id: u64) {
+    fn remember(&mut self, ev: &Event) {
         if self.recent.len() >= MAX_RECENT_THREADS && !self.recent.contains_key(&ev.tid) {
             self.recent.clear();
         }
@@ -377,7 +376,6 @@ impl Tracker {
             enter_ns: ev.enter_ns,
             exit_ns: ev.exit_ns,
             seq: ev.tcp_seq,
-            trace_id,
             dir: ev.direction,
             local: ev.local,
             remote: ev.remote,
@@ -442,10 +440,11 @@ impl Tracker {
             exit_ns: ev.exit_ns,
             tid: ev.tid,
             seq: inside.map(|r| r.seq).unwrap_or(0),
-            trace_id: match inside {
-                Some(r) => r.trace_id,
-                None => self.ids.assign(ev.tid, ev.direction),
-            },
+            // The SSL call counts as one more ingress/egress of its thread, after the
+            // encrypted syscalls it made (whose ids it then shares). For a request
+            // served from OpenSSL's buffer this gives the id that the upstream call
+            // the request causes will carry, where the older read's id would not.
+            trace_id: self.ids.assign(ev.tid, ev.direction),
         };
         // Addresses and role from the socket (its accept/connect, or the syscall).
         let raw = sock.and_then(|s| self.conns.get(&ConnKey::Sock(s)));

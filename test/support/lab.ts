@@ -24,6 +24,7 @@ export interface Lab {
   LAB_GW_CERT: string;
   LAB_GW_ADDR: string;
   LAB_NGINX_PID: string;
+  LAB_NGINX_WORKER_PIDS: string;
   LAB_ACCESS_LOG: string;
   LAB_SVCA_URL: string;
   LAB_LOAD_SCRIPT: string;
