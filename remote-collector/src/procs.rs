@@ -364,7 +364,8 @@ mod tests {
     #[test]
     fn gateways_from_exe_and_cmdline() {
         use Gateway::*;
-        let cases: [(Option<&str>, &str, Option<&str>, Option<Gateway>); 12] = [
+        type Case<'a> = (Option<&'a str>, &'a str, Option<&'a str>, Option<Gateway>);
+        let cases: [Case; 12] = [
             // Debian's nginx
             (Some("/usr/sbin/nginx"), "nginx: master process /usr/sbin/nginx -g daemon on;", None, Some(Nginx)),
             (Some("/usr/sbin/nginx"), "nginx: worker process", Some("nginx: master process /usr/sbin/nginx"), Some(Nginx)),
