@@ -51,6 +51,9 @@ export interface Span {
   app_service: string | null;
   app_instance: string | null;
   attributes: Record<string, unknown> | null;
+  /** Read as plaintext from the TLS library (DeepFlow's `is_tls`); null when the
+   * source does not say (collectors before TLS support). Optional in frames. */
+  is_tls?: boolean | null;
 }
 
 /** Every span field, in schema column order. The store and the CLI both use it. */
@@ -95,6 +98,7 @@ export const SPAN_FIELDS = [
   'app_service',
   'app_instance',
   'attributes',
+  'is_tls',
 ] as const satisfies readonly (keyof Span)[];
 
 /** A span as stored: the record plus its row id and the capture it belongs to. */

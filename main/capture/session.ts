@@ -208,6 +208,10 @@ export async function startCapture(opts: CaptureOptions): Promise<CaptureHandle>
           process_name: (f.body['process_name'] as string | undefined) ?? null,
           cmdline: (f.body['cmdline'] as string | undefined) ?? null,
           exe: (f.body['exe'] as string | undefined) ?? null,
+          // Additions of collector 0.1 (STREAM.md); older collectors leave them out.
+          netns: typeof f.body['netns'] === 'number' ? f.body['netns'] : null,
+          container_id: typeof f.body['container_id'] === 'string' ? f.body['container_id'] : null,
+          gateway: typeof f.body['gateway'] === 'string' ? f.body['gateway'] : null,
         });
         break;
       case 'stats': {

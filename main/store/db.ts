@@ -134,18 +134,44 @@ export function getCapture(db: Db, id: number): CaptureInfo | null {
   return r ? toCaptureInfo(r) : null;
 }
 
+/** One traced process (a `process` frame); the columns of the `processes` table. */
 export interface ProcessRecord {
   pid: number;
   ppid: number | null;
   process_name: string | null;
   cmdline: string | null;
   exe: string | null;
+  netns?: number | null;
+  container_id?: string | null;
+  /** nginx | openresty | kong | apisix | envoy, or null. */
+  gateway?: string | null;
 }
 
 export function upsertProcess(db: Db, captureId: number, p: ProcessRecord): void {
   db.prepare(
-    `INSERT OR REPLACE INTO processes (capture_id, pid, ppid, process_name, cmdline, exe) VALUES (?, ?, ?, ?, ?, ?)`,
-  ).run(captureId, p.pid, p.ppid, p.process_name, p.cmdline, p.exe);
+    `INSERT OR REPLACE INTO processes (capture_id, pid, ppid, process_name, cmdline, exe, netns, container_id, gateway)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+  ).run(
+    captureId,
+    p.pid,
+    p.ppid,
+    p.process_name,
+    p.cmdline,
+    p.exe,
+    p.netns ?? null,
+    p.container_id ?? null,
+    p.gateway ?? null,
+  );
+}
+
+/** The processes a capture traced, by pid. */
+export function listProcesses(db: Db, captureId: number): (ProcessRecord & { capture_id: number })[] {
+  return db
+    .prepare(
+      `SELECT capture_id, pid, ppid, process_name, cmdline, exe, netns, container_id, gateway
+       FROM processes WHERE capture_id = ? ORDER BY pid`,
+    )
+    .all(captureId) as (ProcessRecord & { capture_id: number })[];
 }
 
 const INSERT_SPAN_SQL = `INSERT INTO spans (capture_id, ${SPAN_FIELDS.join(', ')}) VALUES (?, ${SPAN_FIELDS.map(() => '?').join(', ')})`;
@@ -161,7 +187,14 @@ export function insertSpans(db: Db, captureId: number, spans: readonly Span[]): 
       for (let i = 0; i < SPAN_FIELDS.length; i++) {
         const f = SPAN_FIELDS[i]!;
         const v = s[f];
-        vals[i + 1] = v === undefined ? null : f === 'attributes' && v !== null ? JSON.stringify(v) : v;
+        vals[i + 1] =
+          v === undefined
+            ? null
+            : typeof v === 'boolean'
+              ? Number(v)
+              : f === 'attributes' && v !== null
+                ? JSON.stringify(v)
+                : v;
       }
       stmt.run(vals);
     }
@@ -171,9 +204,12 @@ export function insertSpans(db: Db, captureId: number, spans: readonly Span[]): 
 
 function rowToSpan(r: Record<string, unknown>): StoredSpan {
   const attrs = r['attributes'];
+  const tls = r['is_tls'];
   return {
     ...r,
     attributes: typeof attrs === 'string' ? (JSON.parse(attrs) as Record<string, unknown>) : null,
+    // INTEGER 0/1 in SQLite; a boolean in frames and in --json, as the collector sends it.
+    is_tls: typeof tls === 'number' ? tls !== 0 : null,
   } as StoredSpan;
 }
 

@@ -108,6 +108,16 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX IF NOT EXISTS spans_by_req_tcp_seq ON spans (req_tcp_seq) WHERE req_tcp_seq IS NOT NULL;
     `,
   },
+  {
+    version: 3,
+    description: 'TLS flag on spans; container, network namespace and gateway of processes',
+    sql: `
+      ALTER TABLE spans ADD COLUMN is_tls INTEGER;
+      ALTER TABLE processes ADD COLUMN netns INTEGER;
+      ALTER TABLE processes ADD COLUMN container_id TEXT;
+      ALTER TABLE processes ADD COLUMN gateway TEXT;
+    `,
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]?.version ?? 0;

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::Read;
 use std::mem::MaybeUninit;
-use std::os::fd::FromRawFd;
+use std::os::fd::{AsFd, FromRawFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
@@ -25,6 +25,7 @@ use libbpf_rs::{Link, MapCore, MapFlags, RingBufferBuilder};
 use serde::Serialize;
 
 use crate::bpf::TapdeckSkelBuilder;
+use crate::bpf_tls::{TlsProgs, TlsSkelBuilder};
 use crate::cli::{RunOptions, MAX_DURATION};
 use crate::event::{self, Event};
 use crate::frame::{FrameType, FrameWriter};
@@ -33,6 +34,7 @@ use crate::procs::{self, Filter, ProcessInfo};
 use crate::span::Span;
 use crate::stats::{own_usage, Counters, StatsFrame};
 use crate::syscall_trace::SyscallTraceIds;
+use crate::tls::TlsProbes;
 use crate::tracker::{Clock, Limits, Tracker};
 
 pub const EXIT_OK: i32 = 0;
@@ -140,7 +142,7 @@ pub fn write_hello(out: &Out, report: &Report, filter: &Filter, duration: Durati
         ("flows", false),
         ("packets", false),
         ("otel", false),
-        ("tls", false),
+        ("tls", true),
     ]
     .into_iter()
     .collect();
@@ -253,11 +255,12 @@ struct Capture<'a> {
     tx: SyncSender<Msg>,
     traced: BTreeMap<u32, ProcessInfo>,
     warned_missing: bool,
+    tls: TlsProbes,
 }
 
 impl Capture<'_> {
     /// Brings the BPF `pids` map in line with /proc.
-    fn rescan(&mut self, pids_map: &dyn MapCore) {
+    fn rescan(&mut self, pids_map: &dyn MapCore, tls_progs: &TlsProgs<'_>) {
         let root = Path::new("/proc");
         let all = procs::list(root);
         let want = procs::select(&all, self.filter, std::process::id());
@@ -301,7 +304,11 @@ impl Capture<'_> {
                 continue;
             }
             self.traced.insert(entry.pid, info);
+            self.tls.scan(root, entry.pid, tls_progs);
         }
+        // Inherited (forked) pids are traced by the kernel before their process
+        // frame; their libssl is the parent's, already probed.
+        self.counters.tls_libraries.store(self.tls.libraries().count() as u64, Relaxed);
         self.counters.processes.store(self.traced.len() as u64, Relaxed);
         if self.traced.is_empty() && !self.warned_missing {
             self.warned_missing = true;
@@ -468,6 +475,35 @@ fn capture(opts: &RunOptions, filter: &Filter, out: &Out) -> Result<i32> {
         opts.max_payload;
     let skel = open.load().context("loading the BPF programs into the kernel (verifier output above)")?;
 
+    // The OpenSSL uprobes: a second object sharing the pid filter, the ring
+    // buffer and the counters, attached per libssl file as processes show up.
+    let mut tls_object = MaybeUninit::uninit();
+    let mut tls_open =
+        TlsSkelBuilder::default().open(&mut tls_object).context("opening the TLS BPF object")?;
+    tls_open
+        .maps
+        .rodata_data
+        .as_deref_mut()
+        .context("the TLS BPF object has no .rodata section")?
+        .max_payload = opts.max_payload;
+    tls_open
+        .maps
+        .pids
+        .reuse_fd(skel.maps.pids.as_fd())
+        .context("sharing the pids map with the TLS object")?;
+    tls_open
+        .maps
+        .events
+        .reuse_fd(skel.maps.events.as_fd())
+        .context("sharing the ring buffer with the TLS object")?;
+    tls_open
+        .maps
+        .counters
+        .reuse_fd(skel.maps.counters.as_fd())
+        .context("sharing the counters with the TLS object")?;
+    let tls_skel =
+        tls_open.load().context("loading the TLS uprobe programs into the kernel (verifier output above)")?;
+
     let mut links: Vec<Link> = Vec::new();
     for prog in skel.object().progs_mut() {
         let name = prog.name().to_string_lossy().into_owned();
@@ -546,8 +582,9 @@ fn capture(opts: &RunOptions, filter: &Filter, out: &Out) -> Result<i32> {
         tx: tx.clone(),
         traced: BTreeMap::new(),
         warned_missing: false,
+        tls: TlsProbes::default(),
     };
-    cap.rescan(&skel.maps.pids);
+    cap.rescan(&skel.maps.pids, &tls_skel.progs);
     {
         let mut w = lock(out);
         let _ = w.flush();
@@ -585,7 +622,7 @@ fn capture(opts: &RunOptions, filter: &Filter, out: &Out) -> Result<i32> {
             if next_tick < now {
                 next_tick = now + TICK;
             }
-            cap.rescan(&skel.maps.pids);
+            cap.rescan(&skel.maps.pids, &tls_skel.progs);
             read_kernel_counters(&skel.maps.counters, &counters);
             write_stats(out, &counters, start, false);
         }
@@ -597,6 +634,8 @@ fn capture(opts: &RunOptions, filter: &Filter, out: &Out) -> Result<i32> {
     };
 
     // Teardown, identical on every path: detach, drain, flush the tracker.
+    let mut links = links;
+    links.extend(cap.tls.take_links());
     let attached = links.len();
     let t0 = Instant::now();
     let detached = detach_all(links);
@@ -614,6 +653,7 @@ fn capture(opts: &RunOptions, filter: &Filter, out: &Out) -> Result<i32> {
     if worker_handle.join().is_err() && runtime_error.is_none() {
         runtime_error = Some(anyhow::anyhow!("the span worker panicked"));
     }
+    drop(tls_skel);
     drop(skel);
 
     if let Some(e) = &runtime_error {

@@ -27,6 +27,8 @@ pub enum Kind {
     Accept,
     Connect,
     Close,
+    /// Plaintext of an OpenSSL call (src/bpf/tls.h): `sock` is the SSL pointer.
+    TlsData,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +45,10 @@ pub enum Syscall {
     Accept4,
     Connect,
     Close,
+    SslRead,
+    SslWrite,
+    SslReadEx,
+    SslWriteEx,
 }
 
 impl Syscall {
@@ -61,6 +67,10 @@ impl Syscall {
             10 => Accept4,
             11 => Connect,
             12 => Close,
+            32 => SslRead,
+            33 => SslWrite,
+            34 => SslReadEx,
+            35 => SslWriteEx,
             _ => return None,
         })
     }
@@ -142,6 +152,7 @@ pub fn decode(raw: &[u8]) -> Result<Event, DecodeError> {
         2 => Kind::Accept,
         3 => Kind::Connect,
         4 => Kind::Close,
+        16 => Kind::TlsData,
         k => return Err(DecodeError::Kind(k)),
     };
     let syscall = Syscall::from_u8(h.syscall).ok_or(DecodeError::Syscall(h.syscall))?;
@@ -233,5 +244,19 @@ mod tests {
         let mut h = hdr();
         h.kind = 99;
         assert_eq!(decode(&encode_for_test(&h, b"abcde")), Err(DecodeError::Kind(99)));
+    }
+
+    #[test]
+    fn decodes_tls_plaintext_records() {
+        let mut h = hdr();
+        h.kind = 16;
+        h.syscall = 34;
+        h.direction = 0;
+        h.fd = -1;
+        h.sock = 0x5555_dead_beef;
+        h.copied = 4;
+        let e = decode(&encode_for_test(&h, b"GET ")).unwrap();
+        assert_eq!((e.kind, e.syscall, e.direction), (Kind::TlsData, Syscall::SslReadEx, Direction::Ingress));
+        assert_eq!(e.sock, 0x5555_dead_beef);
     }
 }

@@ -22,6 +22,8 @@ pub struct Span {
     pub server_port: u16,
     pub l4_protocol: &'static str,
     pub l7_protocol: &'static str,
+    /// The exchange was read as plaintext from OpenSSL (DeepFlow's `is_tls`).
+    pub is_tls: bool,
     pub version: &'static str,
     pub request_type: String,
     pub request_domain: Option<String>,

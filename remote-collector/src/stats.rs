@@ -42,6 +42,11 @@ pub struct Counters {
     // Parser health.
     pub parse_errors: [AtomicU64; PARSE_ERROR_KINDS.len()],
     pub non_http_connections: AtomicU64,
+    // TLS plaintext.
+    pub tls_events: AtomicU64,
+    pub tls_without_socket: AtomicU64,
+    pub tls_encrypted_skipped: AtomicU64,
+    pub tls_libraries: AtomicU64,
     // Gauges.
     pub connections: AtomicU64,
     pub processes: AtomicU64,
@@ -153,6 +158,20 @@ pub struct StatsFrame {
     pub l7_connections: BTreeMap<&'static str, u64>,
     /// L7 session parse errors: protocol → reason → count.
     pub l7_parse_errors: BTreeMap<&'static str, BTreeMap<&'static str, u64>>,
+    pub tls: TlsStats,
+}
+
+/// `stats.tls` (addition documented in STREAM.md).
+#[derive(Debug, Serialize)]
+pub struct TlsStats {
+    /// Plaintext records from the OpenSSL uprobes.
+    pub plaintext_records: u64,
+    /// Plaintext records whose socket was not known (addresses then empty).
+    pub without_socket: u64,
+    /// Encrypted syscalls of TLS sockets, not parsed.
+    pub encrypted_skipped: u64,
+    /// libssl files probed.
+    pub libraries: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -200,6 +219,12 @@ impl StatsFrame {
             spans_by_protocol: p.spans,
             l7_connections: p.connections,
             l7_parse_errors: p.errors,
+            tls: TlsStats {
+                plaintext_records: c.tls_events.load(Relaxed),
+                without_socket: c.tls_without_socket.load(Relaxed),
+                encrypted_skipped: c.tls_encrypted_skipped.load(Relaxed),
+                libraries: c.tls_libraries.load(Relaxed),
+            },
         }
     }
 }

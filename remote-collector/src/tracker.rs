@@ -71,6 +71,7 @@ impl Clock {
 pub struct ProcMeta {
     pub name: String,
     pub netns: Option<u64>,
+    pub container_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,6 +120,32 @@ enum Open {
 }
 
 /// A request reported by an L7 session, waiting for its response.
+/// A connection's key: the kernel socket for syscall data, or (process, SSL
+/// pointer) for TLS plaintext (SSL pointers are user addresses, unique per process
+/// only: forked nginx workers often have equal ones).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum ConnKey {
+    Sock(u64),
+    Tls(u32, u64),
+}
+
+/// A data syscall recently seen on a thread: the candidate socket of an SSL call
+/// of that thread that spans it.
+#[derive(Debug, Clone, Copy)]
+struct RecentSyscall {
+    sock: u64,
+    enter_ns: u64,
+    exit_ns: u64,
+    seq: u32,
+    dir: Direction,
+    local: (IpAddr, u16),
+    remote: (IpAddr, u16),
+}
+
+/// Syscalls remembered per thread (an SSL call makes one or two).
+const RECENT_PER_THREAD: usize = 4;
+const MAX_RECENT_THREADS: usize = 1 << 16;
+
 #[derive(Debug)]
 struct L7Request {
     first: Meta,
@@ -136,6 +163,8 @@ struct Conn {
     /// Requests by pairing key, oldest first, and how many in all.
     l7_pending: HashMap<u64, VecDeque<L7Request>>,
     l7_waiting: usize,
+    /// Plaintext from OpenSSL uprobes rather than socket syscalls.
+    is_tls: bool,
     ingress: HttpStream<Meta>,
     egress: HttpStream<Meta>,
     pending: VecDeque<Request>,
@@ -166,6 +195,7 @@ impl Conn {
             udp: is_udp(ev),
             l7_pending: HashMap::new(),
             l7_waiting: 0,
+            is_tls: false,
             ingress: HttpStream::new(max_header),
             egress: HttpStream::new(max_header),
             pending: VecDeque::new(),
@@ -255,7 +285,14 @@ pub type ProcLookup = fn(u32) -> Option<ProcMeta>;
 pub type Detector = fn(Direction, &[u8], u16, u16, bool) -> Option<Box<dyn l7::Session>>;
 
 pub struct Tracker {
-    conns: HashMap<u64, Conn>,
+    conns: HashMap<ConnKey, Conn>,
+    /// Per thread, its last data syscalls (newest last).
+    recent: HashMap<u32, VecDeque<RecentSyscall>>,
+    /// Sockets that carry TLS -> the key of their plaintext connection. Their
+    /// encrypted bytes are not parsed.
+    tls_socks: HashMap<u64, ConnKey>,
+    /// (pid, SSL pointer) -> the socket its calls were seen to use.
+    ssl_sock: HashMap<(u32, u64), u64>,
     ids: SyscallTraceIds,
     procs: HashMap<u32, ProcMeta>,
     clock: Clock,
@@ -278,6 +315,9 @@ impl Tracker {
     ) -> Self {
         Self {
             conns: HashMap::new(),
+            recent: HashMap::new(),
+            tls_socks: HashMap::new(),
+            ssl_sock: HashMap::new(),
             ids,
             procs: HashMap::new(),
             clock,
@@ -308,23 +348,34 @@ impl Tracker {
     /// The process is gone: its sockets closed without close(2) calls we could see.
     pub fn process_exited(&mut self, pid: u32, now_ns: u64, out: &mut Vec<Span>) {
         self.procs.remove(&pid);
-        let socks: Vec<u64> = self.conns.iter().filter(|(_, c)| c.pid == pid).map(|(k, _)| *k).collect();
-        for s in socks {
-            self.close_conn(s, now_ns, WHY_EXITED, out);
+        let keys: Vec<ConnKey> = self.conns.iter().filter(|(_, c)| c.pid == pid).map(|(k, _)| *k).collect();
+        for k in keys {
+            self.close_conn(k, now_ns, WHY_EXITED, out);
         }
+        self.ssl_sock.retain(|(p, _), _| *p != pid);
+        self.tls_socks.retain(|_, k| !matches!(k, ConnKey::Tls(p, _) if *p == pid));
     }
 
     pub fn on_event(&mut self, ev: &Event, out: &mut Vec<Span>) {
         match ev.kind {
             Kind::Data => self.on_data(ev, out),
-            Kind::Close => self.close_conn(ev.sock, ev.enter_ns, WHY_CLOSED, out),
+            Kind::TlsData => self.on_tls(ev, out),
+            Kind::Close => {
+                self.close_conn(ConnKey::Sock(ev.sock), ev.enter_ns, WHY_CLOSED, out);
+                if let Some(k) = self.tls_socks.remove(&ev.sock) {
+                    self.close_conn(k, ev.enter_ns, WHY_CLOSED, out);
+                }
+            }
             Kind::Accept | Kind::Connect => {
-                if self.conns.contains_key(&ev.sock) {
-                    self.close_conn(ev.sock, ev.enter_ns, WHY_REPLACED, out);
+                if self.conns.contains_key(&ConnKey::Sock(ev.sock)) {
+                    self.close_conn(ConnKey::Sock(ev.sock), ev.enter_ns, WHY_REPLACED, out);
+                }
+                if let Some(k) = self.tls_socks.remove(&ev.sock) {
+                    self.close_conn(k, ev.enter_ns, WHY_REPLACED, out);
                 }
                 let mut c = Conn::new(ev, self.limits.max_header);
                 c.role = Some(if ev.kind == Kind::Accept { Role::Server } else { Role::Client });
-                self.insert_conn(ev.sock, c, ev.exit_ns, out);
+                self.insert_conn(ConnKey::Sock(ev.sock), c, ev.exit_ns, out);
             }
         }
         self.counters.connections.store(self.conns.len() as u64, Relaxed);
@@ -332,9 +383,9 @@ impl Tracker {
 
     /// End of capture: every exchange still open is emitted once.
     pub fn finish(&mut self, now_ns: u64, out: &mut Vec<Span>) {
-        let socks: Vec<u64> = self.conns.keys().copied().collect();
-        for s in socks {
-            self.close_conn(s, now_ns, WHY_CAPTURE_END, out);
+        let keys: Vec<ConnKey> = self.conns.keys().copied().collect();
+        for k in keys {
+            self.close_conn(k, now_ns, WHY_CAPTURE_END, out);
         }
     }
 
@@ -349,16 +400,19 @@ impl Tracker {
                 && !c.ingress.in_message()
                 && !c.egress.in_message())
         });
+        let conns = &self.conns;
+        self.ssl_sock.retain(|(p, ssl), _| conns.contains_key(&ConnKey::Tls(*p, *ssl)));
+        self.tls_socks.retain(|_, k| conns.contains_key(k));
     }
 
-    fn insert_conn(&mut self, sock: u64, c: Conn, now_ns: u64, out: &mut Vec<Span>) {
+    fn insert_conn(&mut self, key: ConnKey, c: Conn, now_ns: u64, out: &mut Vec<Span>) {
         if self.conns.len() >= self.limits.max_connections {
             if let Some(oldest) = self.conns.iter().min_by_key(|(_, c)| c.last_ns).map(|(k, _)| *k) {
                 Counters::inc(&self.counters.conn_table_full);
                 self.close_conn(oldest, now_ns, WHY_EVICTED, out);
             }
         }
-        self.conns.insert(sock, c);
+        self.conns.insert(key, c);
     }
 
     fn on_data(&mut self, ev: &Event, out: &mut Vec<Span>) {
@@ -369,13 +423,129 @@ impl Tracker {
             seq: ev.tcp_seq,
             trace_id: self.ids.assign(ev.tid, ev.direction),
         };
-        if !self.conns.contains_key(&ev.sock) {
+        self.remember(ev);
+        let key = ConnKey::Sock(ev.sock);
+        if self.tls_socks.contains_key(&ev.sock) {
+            // Encrypted bytes: their plaintext comes from the OpenSSL uprobes.
+            Counters::inc(&self.counters.tls_encrypted_skipped);
+            if let Some(c) = self.conns.get_mut(&key) {
+                c.last_ns = ev.exit_ns;
+            }
+            return;
+        }
+        self.feed(key, ev, meta, out);
+    }
+
+    fn remember(&mut self, ev: &Event) {
+        if self.recent.len() >= MAX_RECENT_THREADS && !self.recent.contains_key(&ev.tid) {
+            self.recent.clear();
+        }
+        let q = self.recent.entry(ev.tid).or_default();
+        if q.len() >= RECENT_PER_THREAD {
+            q.pop_front();
+        }
+        q.push_back(RecentSyscall {
+            sock: ev.sock,
+            enter_ns: ev.enter_ns,
+            exit_ns: ev.exit_ns,
+            seq: ev.tcp_seq,
+            dir: ev.direction,
+            local: ev.local,
+            remote: ev.remote,
+        });
+    }
+
+    /// Plaintext of one SSL_read/SSL_write call. Its connection is the socket of
+    /// the data syscall(s) the same thread made inside the call (OpenSSL's socket
+    /// BIO reads and writes the SSL object's fd from the calling thread), or, when
+    /// the call was served from OpenSSL's buffer without a syscall, the socket
+    /// this SSL object used before. Spans then carry that socket's addresses, the
+    /// TCP sequence number and syscall trace id of that syscall.
+    fn on_tls(&mut self, ev: &Event, out: &mut Vec<Span>) {
+        Counters::inc(&self.counters.tls_events);
+        let ssl = (ev.tgid, ev.sock);
+        let key = ConnKey::Tls(ev.tgid, ev.sock);
+        let known = self.ssl_sock.get(&ssl).copied();
+        let tls_socks = &self.tls_socks;
+        let inside = self.recent.get(&ev.tid).and_then(|q| {
+            let within = q
+                .iter()
+                .filter(|r| r.dir == ev.direction && r.enter_ns >= ev.enter_ns && r.exit_ns <= ev.exit_ns)
+                .min_by_key(|r| r.enter_ns)
+                .copied();
+            // Served from OpenSSL's buffer: the bytes came with this thread's last
+            // syscall in that direction (typically the handshake's last read, which
+            // also brought the first request), if that syscall's socket is this SSL
+            // object's or is no other SSL object's.
+            within.or_else(|| {
+                q.iter()
+                    .rev()
+                    .find(|r| r.dir == ev.direction && r.exit_ns <= ev.enter_ns)
+                    .filter(|r| match known {
+                        Some(k) => r.sock == k,
+                        None => !matches!(tls_socks.get(&r.sock), Some(k) if *k != key),
+                    })
+                    .copied()
+            })
+        });
+        if let Some(r) = inside {
+            let old = known;
+            if old.is_some_and(|o| o != r.sock) {
+                // The SSL object was freed and its memory reused for another connection.
+                self.close_conn(key, ev.enter_ns, WHY_REPLACED, out);
+                if let Some(o) = old {
+                    self.tls_socks.remove(&o);
+                }
+            }
+            self.ssl_sock.insert(ssl, r.sock);
+            if let Some(prev) = self.tls_socks.insert(r.sock, key) {
+                if prev != key {
+                    self.close_conn(prev, ev.enter_ns, WHY_REPLACED, out);
+                }
+            }
+        }
+        let sock = inside.map(|r| r.sock).or_else(|| self.ssl_sock.get(&ssl).copied());
+        if sock.is_none() {
+            Counters::inc(&self.counters.tls_without_socket);
+        }
+        let meta = Meta {
+            enter_ns: ev.enter_ns,
+            exit_ns: ev.exit_ns,
+            tid: ev.tid,
+            seq: inside.map(|r| r.seq).unwrap_or(0),
+            // The SSL call counts as one more ingress/egress of its thread, after the
+            // encrypted syscalls it made (whose ids it then shares). For a request
+            // served from OpenSSL's buffer this gives the id that the upstream call
+            // the request causes will carry, where the older read's id would not.
+            trace_id: self.ids.assign(ev.tid, ev.direction),
+        };
+        // Addresses and role from the socket (its accept/connect, or the syscall).
+        let raw = sock.and_then(|s| self.conns.get(&ConnKey::Sock(s)));
+        let addrs = raw.map(|c| (c.local, c.remote)).or(inside.map(|r| (r.local, r.remote)));
+        let role = raw.and_then(|c| c.role);
+        if !self.conns.contains_key(&key) {
+            let mut c = Conn::new(ev, self.limits.max_header);
+            c.is_tls = true;
+            c.role = role;
+            self.insert_conn(key, c, ev.exit_ns, out);
+        }
+        if let (Some(c), Some((local, remote))) = (self.conns.get_mut(&key), addrs) {
+            if local.1 != 0 || remote.1 != 0 {
+                c.local = local;
+                c.remote = remote;
+            }
+        }
+        self.feed(key, ev, meta, out);
+    }
+
+    fn feed(&mut self, key: ConnKey, ev: &Event, meta: Meta, out: &mut Vec<Span>) {
+        if !self.conns.contains_key(&key) {
             let c = Conn::new(ev, self.limits.max_header);
-            self.insert_conn(ev.sock, c, ev.exit_ns, out);
+            self.insert_conn(key, c, ev.exit_ns, out);
         }
         let mut parsed = std::mem::take(&mut self.parsed);
         parsed.clear();
-        let Some(conn) = self.conns.get_mut(&ev.sock) else { return };
+        let Some(conn) = self.conns.get_mut(&key) else { return };
         conn.last_ns = ev.exit_ns;
         conn.pid = ev.tgid;
         conn.comm = ev.comm;
@@ -396,7 +566,7 @@ impl Tracker {
             session.feed(ev.direction, &ev.payload, ev.total as u64, meta, &mut msgs);
             let protocol = session.protocol();
             for m in msgs.drain(..) {
-                self.handle_l7(ev.sock, ev.direction, protocol, m, meta, out);
+                self.handle_l7(key, ev.direction, protocol, m, meta, out);
             }
             self.messages = msgs;
             self.parsed = parsed;
@@ -404,14 +574,14 @@ impl Tracker {
         }
         conn.stream(ev.direction).feed(&ev.payload, ev.total as u64, meta, &mut parsed);
         for p in parsed.drain(..) {
-            self.handle(ev.sock, ev.direction, p, meta, out);
+            self.handle(key, ev.direction, p, meta, out);
         }
         self.parsed = parsed;
     }
 
-    fn handle(&mut self, sock: u64, dir: Direction, p: Parsed<Meta>, now: Meta, out: &mut Vec<Span>) {
+    fn handle(&mut self, key: ConnKey, dir: Direction, p: Parsed<Meta>, now: Meta, out: &mut Vec<Span>) {
         let max_pending = self.limits.max_pending;
-        let Some(conn) = self.conns.get_mut(&sock) else { return };
+        let Some(conn) = self.conns.get_mut(&key) else { return };
         let mut em = Emitter {
             procs: &mut self.procs,
             lookup: self.lookup,
@@ -507,7 +677,7 @@ impl Tracker {
 
     fn handle_l7(
         &mut self,
-        sock: u64,
+        key: ConnKey,
         dir: Direction,
         protocol: &'static str,
         m: Message,
@@ -515,7 +685,7 @@ impl Tracker {
         out: &mut Vec<Span>,
     ) {
         let max_pending = self.limits.max_l7_pending;
-        let Some(conn) = self.conns.get_mut(&sock) else { return };
+        let Some(conn) = self.conns.get_mut(&key) else { return };
         let mut em = Emitter {
             procs: &mut self.procs,
             lookup: self.lookup,
@@ -566,20 +736,23 @@ impl Tracker {
         }
     }
 
-    fn close_conn(&mut self, sock: u64, now_ns: u64, why: &'static str, out: &mut Vec<Span>) {
-        let Some(conn) = self.conns.get_mut(&sock) else { return };
+    fn close_conn(&mut self, key: ConnKey, now_ns: u64, why: &'static str, out: &mut Vec<Span>) {
+        if let ConnKey::Tls(pid, ssl) = key {
+            self.ssl_sock.remove(&(pid, ssl));
+        }
+        let Some(conn) = self.conns.get_mut(&key) else { return };
         let now = Meta { enter_ns: now_ns, exit_ns: now_ns, tid: 0, seq: 0, trace_id: 0 };
         let mut ingress = Vec::new();
         let mut egress = Vec::new();
         conn.ingress.finish(now, &mut ingress);
         conn.egress.finish(now, &mut egress);
         for p in ingress {
-            self.handle(sock, Direction::Ingress, p, now, out);
+            self.handle(key, Direction::Ingress, p, now, out);
         }
         for p in egress {
-            self.handle(sock, Direction::Egress, p, now, out);
+            self.handle(key, Direction::Egress, p, now, out);
         }
-        let Some(mut conn) = self.conns.remove(&sock) else { return };
+        let Some(mut conn) = self.conns.remove(&key) else { return };
         let mut em = Emitter {
             procs: &mut self.procs,
             lookup: self.lookup,
@@ -725,6 +898,7 @@ fn build_l7_span(
         server_ip: server_ip.to_string(),
         server_port,
         l4_protocol: if conn.udp { "UDP" } else { "TCP" },
+        is_tls: conn.is_tls,
         l7_protocol: r.l7_protocol,
         version: r.version,
         request_type: r.request_type,
@@ -807,16 +981,16 @@ fn build_span(
                 *len,
                 r.head.x_request_id.clone(),
                 Some(r.meta.trace_id),
-                Some(r.meta.seq.wrapping_add(r.offset as u32)),
+                Some(if conn.is_tls { r.meta.seq } else { r.meta.seq.wrapping_add(r.offset as u32) }),
             )
         }
         None => (give_up_ns.max(start_ns), None, why, None, None, None, None),
     };
     let start_us = clock.wall_us(start_ns);
     let end_us = clock.wall_us(end_ns.max(start_ns));
-    let (process_name, netns) = match proc_meta {
-        Some(m) => (m.name.clone(), m.netns),
-        None => (comm_str(&conn.comm), None),
+    let (process_name, netns, container_id) = match proc_meta {
+        Some(m) => (m.name.clone(), m.netns, m.container_id.clone()),
+        None => (comm_str(&conn.comm), None, None),
     };
     Span {
         signal_source: "ebpf",
@@ -827,7 +1001,7 @@ fn build_span(
         pid: conn.pid,
         tid: req.meta.tid,
         process_name,
-        container_id: None,
+        container_id,
         netns,
         interface: None,
         client_ip: client_ip.to_string(),
@@ -836,6 +1010,7 @@ fn build_span(
         server_port,
         l4_protocol: if conn.udp { "UDP" } else { "TCP" },
         l7_protocol: "HTTP",
+        is_tls: conn.is_tls,
         version: req.head.version(),
         request_type: method,
         request_domain: domain,
@@ -853,7 +1028,8 @@ fn build_span(
         parent_span_id: None,
         syscall_trace_id_request: req.meta.trace_id,
         syscall_trace_id_response: resp_trace,
-        req_tcp_seq: req.meta.seq.wrapping_add(req.offset as u32),
+        // TLS: the sequence number of the encrypted syscall (no plaintext offset maps to it).
+        req_tcp_seq: if conn.is_tls { req.meta.seq } else { req.meta.seq.wrapping_add(req.offset as u32) },
         resp_tcp_seq: resp_seq,
         app_service: None,
         app_instance: None,
@@ -1174,6 +1350,142 @@ mod tests {
         assert_eq!(t.connections(), 0);
     }
 
+    const SSL: u64 = 0x5555_0000_1000;
+    const REC_IN: &[u8] = b"\x17\x03\x03\x00\x40encrypted-request-record";
+    const REC_OUT: &[u8] = b"\x17\x03\x03\x00\x40encrypted-response-record";
+
+    /// A plaintext record of SSL_read/SSL_write, as tls.bpf.c sends it.
+    fn tls_ev(ssl: u64, dir: Direction, enter: u64, exit: u64, tid: u32, data: &[u8]) -> Event {
+        let mut e = ev(ssl, dir, enter, tid, 0, data);
+        e.kind = Kind::TlsData;
+        e.syscall = if dir == Direction::Ingress { Syscall::SslRead } else { Syscall::SslWrite };
+        e.exit_ns = exit;
+        e.fd = -1;
+        e.local = ("0.0.0.0".parse().unwrap(), 0);
+        e.remote = ("0.0.0.0".parse().unwrap(), 0);
+        e
+    }
+
+    /// SSL_read whose read(2) brings the record, then SSL_write whose write(2) sends one.
+    fn tls_exchange(t: &mut Tracker, out: &mut Vec<Span>, t0: u64, tid: u32, req: &[u8], resp: &[u8]) {
+        t.on_event(&ev(SRV_SOCK, Direction::Ingress, t0 + 10, tid, 7000 + t0 as u32, REC_IN), out);
+        t.on_event(&tls_ev(SSL, Direction::Ingress, t0, t0 + 600, tid, req), out);
+        t.on_event(&ev(SRV_SOCK, Direction::Egress, t0 + 1010, tid, 9000 + t0 as u32, REC_OUT), out);
+        t.on_event(&tls_ev(SSL, Direction::Egress, t0 + 1000, t0 + 1600, tid, resp), out);
+    }
+
+    #[test]
+    fn tls_plaintext_builds_a_tls_span_on_its_socket() {
+        let (mut t, c) = tracker();
+        let mut out = Vec::new();
+        t.on_event(&lifecycle(SRV_SOCK, Kind::Accept, 0), &mut out);
+        // The handshake: not HTTP, counted once.
+        t.on_event(&ev(SRV_SOCK, Direction::Ingress, 5, 9, 0, b"\x16\x03\x01\x02\x00client-hello"), &mut out);
+        tls_exchange(&mut t, &mut out, 1_000, 9, REQ, RESP);
+        assert_eq!(out.len(), 1, "one span, none from the encrypted bytes");
+        let s = &out[0];
+        assert!(s.is_tls);
+        assert_eq!(s.observation_point, "s-p");
+        assert_eq!((s.client_ip.as_str(), s.client_port, s.server_port), ("127.0.0.1", 40000, 8080));
+        assert_eq!((s.request_type.as_str(), s.request_resource.as_str()), ("GET", "/items?id=1"));
+        assert_eq!(s.response_code, Some(200));
+        assert_eq!(s.x_request_id_0.as_deref(), Some("rid-1"));
+        // Sequence numbers of the encrypted syscalls; timing of the SSL calls.
+        assert_eq!((s.req_tcp_seq, s.resp_tcp_seq), (8000, Some(10_000)));
+        assert_eq!(s.start_time_us, 1_700_000_000_000_000 + 1);
+        assert_eq!(s.end_time_us, 1_700_000_000_000_000 + 2);
+        assert_eq!(c.non_http_connections.load(Relaxed), 1);
+        assert_eq!(c.parse_error_count("not_http"), 0);
+        assert_eq!(c.tls_without_socket.load(Relaxed), 0);
+        // The response record came after the socket was known to be TLS: skipped.
+        assert_eq!(c.tls_encrypted_skipped.load(Relaxed), 1);
+        // Keep-alive: the next exchange on the same SSL object pairs too.
+        tls_exchange(&mut t, &mut out, 5_000, 9, REQ, RESP);
+        assert_eq!(out.len(), 2);
+        assert!(out[1].is_tls && out[1].client_port == 40000);
+    }
+
+    #[test]
+    fn tls_syscall_trace_ids_link_to_a_plain_upstream_call() {
+        let (mut t, _) = tracker();
+        let mut out = Vec::new();
+        let tid = 5;
+        t.on_event(&lifecycle(SRV_SOCK, Kind::Accept, 0), &mut out);
+        t.on_event(&ev(SRV_SOCK, Direction::Ingress, 110, tid, 1, REC_IN), &mut out);
+        t.on_event(&tls_ev(SSL, Direction::Ingress, 100, 700, tid, REQ), &mut out);
+        t.on_event(&ev(UP_SOCK, Direction::Egress, 800, tid, 0, REQ), &mut out);
+        t.on_event(&ev(UP_SOCK, Direction::Ingress, 900, tid, 0, RESP), &mut out);
+        t.on_event(&ev(SRV_SOCK, Direction::Egress, 1510, tid, 2, REC_OUT), &mut out);
+        t.on_event(&tls_ev(SSL, Direction::Egress, 1500, 2100, tid, RESP), &mut out);
+        assert_eq!(out.len(), 2);
+        let (cp, sp) = (&out[0], &out[1]);
+        assert_eq!((cp.observation_point, cp.is_tls), ("c-p", false));
+        assert_eq!((sp.observation_point, sp.is_tls), ("s-p", true));
+        assert_eq!(cp.syscall_trace_id_request, sp.syscall_trace_id_request);
+    }
+
+    #[test]
+    fn tls_request_from_the_handshake_buffer_uses_the_last_read() {
+        let (mut t, c) = tracker();
+        let mut out = Vec::new();
+        t.on_event(&lifecycle(SRV_SOCK, Kind::Accept, 0), &mut out);
+        // TLS 1.3: the read that finished the handshake also brought the request
+        // record; SSL_read then returns it without a syscall.
+        t.on_event(&ev(SRV_SOCK, Direction::Ingress, 10, 3, 4242, REC_IN), &mut out);
+        t.on_event(&tls_ev(SSL, Direction::Ingress, 600, 620, 3, REQ), &mut out);
+        t.on_event(&ev(SRV_SOCK, Direction::Egress, 710, 3, 0, REC_OUT), &mut out);
+        t.on_event(&tls_ev(SSL, Direction::Egress, 700, 1300, 3, RESP), &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!((out[0].req_tcp_seq, out[0].client_port), (4242, 40000));
+        assert_eq!(c.tls_without_socket.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn tls_pending_request_is_emitted_when_its_socket_closes() {
+        let (mut t, _) = tracker();
+        let mut out = Vec::new();
+        t.on_event(&lifecycle(SRV_SOCK, Kind::Accept, 0), &mut out);
+        t.on_event(&ev(SRV_SOCK, Direction::Ingress, 110, 1, 0, REC_IN), &mut out);
+        t.on_event(&tls_ev(SSL, Direction::Ingress, 100, 700, 1, REQ), &mut out);
+        t.on_event(&lifecycle(SRV_SOCK, Kind::Close, 9_000), &mut out);
+        assert_eq!(out.len(), 1);
+        assert!(out[0].is_tls);
+        assert_eq!(out[0].response_exception.as_deref(), Some(WHY_CLOSED));
+        assert_eq!(t.connections(), 0);
+        // The SSL object's memory is reused for the next connection on another socket.
+        let other = SRV_SOCK + 1;
+        t.on_event(&ev(other, Direction::Ingress, 10_010, 1, 0, REC_IN), &mut out);
+        t.on_event(&tls_ev(SSL, Direction::Ingress, 10_000, 10_600, 1, REQ), &mut out);
+        t.on_event(&ev(other, Direction::Egress, 10_710, 1, 0, REC_OUT), &mut out);
+        t.on_event(&tls_ev(SSL, Direction::Egress, 10_700, 11_300, 1, RESP), &mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[1].response_code, Some(200));
+    }
+
+    #[test]
+    fn equal_ssl_pointers_in_two_processes_stay_apart() {
+        let (mut t, _) = tracker();
+        let mut out = Vec::new();
+        let (a, b) = (SRV_SOCK, SRV_SOCK + 2);
+        let mut req_a = tls_ev(SSL, Direction::Ingress, 100, 700, 1, b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n");
+        req_a.tgid = 100;
+        let mut req_b = tls_ev(SSL, Direction::Ingress, 150, 700, 2, b"GET /b HTTP/1.1\r\nHost: h\r\n\r\n");
+        req_b.tgid = 200;
+        let mut raw_a = ev(a, Direction::Ingress, 110, 1, 0, REC_IN);
+        raw_a.tgid = 100;
+        let mut raw_b = ev(b, Direction::Ingress, 160, 2, 0, REC_IN);
+        raw_b.tgid = 200;
+        t.on_event(&raw_a, &mut out);
+        t.on_event(&raw_b, &mut out);
+        t.on_event(&req_a, &mut out);
+        t.on_event(&req_b, &mut out);
+        let mut resp_b = tls_ev(SSL, Direction::Egress, 800, 900, 2, RESP);
+        resp_b.tgid = 200;
+        t.on_event(&resp_b, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!((out[0].pid, out[0].request_resource.as_str()), (200, "/b"));
+    }
+
     #[test]
     fn span_json_has_record_model_fields() {
         let (mut t, _) = tracker();
@@ -1198,6 +1510,7 @@ mod tests {
             "server_port",
             "l4_protocol",
             "l7_protocol",
+            "is_tls",
             "version",
             "request_type",
             "request_domain",

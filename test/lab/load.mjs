@@ -6,7 +6,8 @@
 //
 // Options
 //   --url URL              base URL (default http://198.18.0.20, the lab gateway). Only
-//                          http:// to an IPv4 literal in 198.18.0.0/15 or 127.0.0.0/8.
+//                          http:// or https:// to an IPv4 literal in 198.18.0.0/15 or
+//                          127.0.0.0/8. https:// accepts the lab's self-signed certificate.
 //   --count N              requests to send (default 1000, hard cap 100000)
 //   --concurrency C        requests in flight (default 8, cap 256)
 //   --keepalive on|off     reuse connections (default on)
@@ -26,6 +27,7 @@
 // statuses), 2 on bad options.
 
 import http from 'node:http';
+import https from 'node:https';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { isIPv4 } from 'node:net';
@@ -124,7 +126,10 @@ try {
 } catch {
   fail(`--url "${opts.url}" is not a URL.`);
 }
-if (base.protocol !== 'http:') fail(`--url must be http://, got ${base.protocol}`);
+if (base.protocol !== 'http:' && base.protocol !== 'https:')
+  fail(`--url must be http:// or https://, got ${base.protocol}`);
+const tls = base.protocol === 'https:';
+const client = tls ? https : http;
 if (!allowedHost(base.hostname)) {
   fail(
     `refusing to target ${base.hostname}: only IPv4 addresses in 198.18.0.0/15 ` +
@@ -176,7 +181,12 @@ function chosen(n, f) {
 
 // keep-alive off means one connection per request: no agent pool at all (a pooled agent
 // reuses a free socket for a queued request even with keepAlive false).
-const agent = keepAlive ? new http.Agent({ keepAlive: true, maxSockets: concurrency, keepAliveMsecs: 1000 }) : false;
+// The lab gateway's certificate is self-signed (test/lab/lab up makes it): accept it.
+const agent = keepAlive
+  ? new client.Agent({ keepAlive: true, maxSockets: concurrency, keepAliveMsecs: 1000, rejectUnauthorized: false })
+  : tls
+    ? new https.Agent({ keepAlive: false, maxSockets: Infinity, rejectUnauthorized: false })
+    : false;
 const started = performance.now();
 const deadline = started + timeLimitS * 1000;
 const inFlight = new Set();
@@ -217,10 +227,10 @@ function one(n) {
   };
   const t0 = performance.now();
   return new Promise((resolve) => {
-    const req = http.request(
+    const req = client.request(
       {
         host: base.hostname,
-        port: base.port || 80,
+        port: base.port || (tls ? 443 : 80),
         path: basePath + path,
         method: m.method,
         headers,

@@ -62,3 +62,6 @@ export async function stopCollector(run: CollectorRun): Promise<Record<string, u
   if (!stats) throw new Error('no final stats frame');
   return stats.body;
 }
+
+export const framesOf = (r: CollectorRun, type: Frame['type']): Record<string, unknown>[] =>
+  r.frames.filter((f) => f.type === type).map((f) => f.body);

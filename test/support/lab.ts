@@ -20,8 +20,11 @@ export interface Lab {
   LAB_SSH_HOSTKEY_PUB: string;
   LAB_CLIENT_NS: string;
   LAB_GW_URL: string;
+  LAB_GW_HTTPS_URL: string;
+  LAB_GW_CERT: string;
   LAB_GW_ADDR: string;
   LAB_NGINX_PID: string;
+  LAB_NGINX_WORKER_PIDS: string;
   LAB_ACCESS_LOG: string;
   LAB_SVCA_URL: string;
   LAB_LOAD_SCRIPT: string;
@@ -72,8 +75,14 @@ export interface CurlResult {
   xRequestId: string | null;
 }
 
-/** One request from the client namespace, through the gateway. */
-export function curl(lab: Lab, method: string, path: string, headers: Record<string, string> = {}): CurlResult {
+/** One request from the client namespace, through the gateway (over HTTPS with `https`). */
+export function curl(
+  lab: Lab,
+  method: string,
+  path: string,
+  headers: Record<string, string> = {},
+  opts: { https?: boolean } = {},
+): CurlResult {
   const args = [
     'netns',
     'exec',
@@ -91,7 +100,8 @@ export function curl(lab: Lab, method: string, path: string, headers: Record<str
   ];
   for (const [k, v] of Object.entries(headers)) args.push('-H', `${k}: ${v}`);
   if (method === 'POST' || method === 'PUT') args.push('--data', '{"n":1}', '-H', 'Content-Type: application/json');
-  args.push(`${lab.LAB_GW_URL}${path}`);
+  if (opts.https) args.push('--cacert', lab.LAB_GW_CERT);
+  args.push(`${opts.https ? lab.LAB_GW_HTTPS_URL : lab.LAB_GW_URL}${path}`);
   const out = execFileSync('ip', args, { encoding: 'utf8', timeout: 15_000 });
   const status = Number(/^HTTP\/1\.[01] (\d{3})/m.exec(out)?.[1] ?? 0);
   const xrid = /^x-request-id:\s*(.+?)\s*$/im.exec(out)?.[1] ?? null;
@@ -108,7 +118,7 @@ export interface LoadSummary {
 /** Runs test/lab/load.mjs in the client namespace (bounded count and time). */
 export function runLoad(
   lab: Lab,
-  opts: { count: number; concurrency: number; out: string; timeLimitSec?: number },
+  opts: { count: number; concurrency: number; out: string; timeLimitSec?: number; url?: string; extra?: string[] },
 ): Promise<LoadSummary> {
   return new Promise((resolve, reject) => {
     const child = spawn(
@@ -120,7 +130,7 @@ export function runLoad(
         process.execPath,
         lab.LAB_LOAD_SCRIPT,
         '--url',
-        lab.LAB_GW_URL,
+        opts.url ?? lab.LAB_GW_URL,
         '--count',
         String(opts.count),
         '--concurrency',
@@ -129,6 +139,7 @@ export function runLoad(
         opts.out,
         '--time-limit',
         String(opts.timeLimitSec ?? 60),
+        ...(opts.extra ?? []),
       ],
       { stdio: ['ignore', 'pipe', 'inherit'] },
     );
