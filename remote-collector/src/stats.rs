@@ -111,6 +111,9 @@ pub struct StatsFrame {
     pub connections: u64,
     pub processes_traced: u64,
     pub pids_inherited: u64,
+    /// The OTLP receiver's counters, when it runs (STREAM.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp: Option<crate::otlp::OtlpStats>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -154,6 +157,7 @@ impl StatsFrame {
             connections: c.connections.load(Relaxed),
             processes_traced: c.processes.load(Relaxed),
             pids_inherited: c.pid_inherited.load(Relaxed),
+            otlp: None,
         }
     }
 }
