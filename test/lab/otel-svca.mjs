@@ -65,6 +65,12 @@ registerInstrumentations({
         server: { requestHeaders: ['x-request-id'], responseHeaders: ['x-request-id'] },
         client: { requestHeaders: ['x-request-id'], responseHeaders: ['x-request-id'] },
       },
+      // The stable conventions give a server span no local socket address; add it
+      // (network.local.*), so the span says which socket served the request.
+      startIncomingSpanHook: (req) => ({
+        'network.local.address': req.socket?.localAddress?.replace(/^::ffff:/, '') ?? '',
+        'network.local.port': req.socket?.localPort ?? 0,
+      }),
       // The exporter's own requests to the collector are not application traffic.
       ignoreOutgoingRequestHook: (req) => String(req.path ?? '').startsWith(new URL(url).pathname),
     }),

@@ -70,6 +70,8 @@ pub struct AppSpan {
 }
 
 /// Span attribute keys that become columns (left out of `attributes`).
+/// `server.*` and `client.*` stay in `attributes` too: they are the logical
+/// (Host header, X-Forwarded-For) values, the columns prefer the socket's.
 const MAPPED_SPAN_KEYS: &[&str] = &[
     "http.method",
     "http.request.method",
@@ -104,10 +106,6 @@ const MAPPED_SPAN_KEYS: &[&str] = &[
     "network.peer.port",
     "network.local.address",
     "network.local.port",
-    "server.address",
-    "server.port",
-    "client.address",
-    "client.port",
     "rpc.system",
     "rpc.service",
     "rpc.method",
@@ -520,20 +518,23 @@ fn map_span(span: &OtelSpan, res: &Resource, res_attrs: &[KeyValue], scope: Opti
             ),
             port_attr(a, &["network.peer.port", "net.sock.peer.port", "server.port", "net.peer.port"]),
         ),
+        // The socket first; `client.address` (the original client, e.g. from
+        // X-Forwarded-For) only when the span has no peer address.
         _ => (
             ip_attr(
                 a,
                 &[
-                    "client.address",
                     "network.peer.address",
                     "net.sock.peer.addr",
                     "net.peer.ip",
+                    "client.address",
                     "http.client_ip",
                 ],
             ),
-            port_attr(a, &["client.port", "network.peer.port", "net.sock.peer.port", "net.peer.port"]),
-            ip_attr(a, &["network.local.address", "net.sock.host.addr", "net.host.ip", "server.address"]),
-            port_attr(a, &["network.local.port", "net.sock.host.port", "server.port", "net.host.port"]),
+            port_attr(a, &["network.peer.port", "net.sock.peer.port", "net.peer.port", "client.port"]),
+            // Not `server.address`/`server.port`: on a server span they are the Host header's.
+            ip_attr(a, &["network.local.address", "net.sock.host.addr", "net.host.ip"]),
+            port_attr(a, &["network.local.port", "net.sock.host.port", "net.host.port"]),
         ),
     };
     let transport = str_attr(a, &["network.transport", "net.transport"]);
