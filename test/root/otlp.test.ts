@@ -76,11 +76,7 @@ describe.skipIf(!isRoot)('OTLP receiver with the lab svca instrumented by the Op
     const ours = (s: Row): boolean => typeof s['x_request_id_0'] === 'string' && s['x_request_id_0'].startsWith(tag);
     const chains = cases.filter((c) => c.chain).length;
     const wanted = N + chains * 2; // s-app each, c-app and svcb's S span per chain
-    await until(
-      'A and S spans',
-      () => spanBodies(run).filter(ours).length >= wanted,
-      15_000,
-    ).catch(() => undefined);
+    await until('A and S spans', () => spanBodies(run).filter(ours).length >= wanted, 15_000).catch(() => undefined);
 
     const all = spanBodies(run).filter(ours);
     const svcaLog = readUpstreamLog(lab.LAB_SVCA_LOG).filter((l) => l.x_request_id?.startsWith(tag));
@@ -255,7 +251,13 @@ describe.skipIf(!isRoot)('OTLP receiver with the lab svca instrumented by the Op
     expect(await run.exited, run.stderr).toBe(0);
     const fin = run.frames.find((f) => f.type === 'stats' && f.body['final'] === true)!.body;
     const otlp = fin['otlp'] as { rejected: Record<string, number>; spans_received: number; exports_accepted: number };
-    expect(otlp.rejected).toMatchObject({ bad_body: 1, not_found: 1, unsupported_media_type: 1, busy: 0, too_large: 0 });
+    expect(otlp.rejected).toMatchObject({
+      bad_body: 1,
+      not_found: 1,
+      unsupported_media_type: 1,
+      busy: 0,
+      too_large: 0,
+    });
     expect((fin['drops'] as Row)['otlp_rejected_exports']).toBe(3);
     // Every span the receiver took was written as a frame.
     const aSpans = spanBodies(run).filter((s) => s['signal_source'] === 'otel').length;
