@@ -82,7 +82,7 @@ const child = spawn(COLLECTOR_BIN, ['--signals', 'a', '--otlp-listen', '127.0.0.
 let spanFrames = 0;
 let listen = '';
 const stats: { cpuUs: number; elapsedMs: number }[] = [];
-let pending = Buffer.alloc(0);
+let pending: Buffer = Buffer.alloc(0);
 child.stdout.on('data', (d: Buffer) => {
   pending = pending.length ? Buffer.concat([pending, d]) : d;
   let p = 0;
@@ -94,7 +94,7 @@ child.stdout.on('data', (d: Buffer) => {
     if (type === 3) spanFrames++;
     else if (type === 1 || type === 5) {
       const body = JSON.parse(pending.subarray(p + 8, p + 8 + len).toString('utf8')) as Record<string, unknown>;
-      if (type === 1) listen = ((body['otlp'] as { listen?: string } | null)?.listen ?? '') as string;
+      if (type === 1) listen = (body['otlp'] as { listen?: string } | null)?.listen ?? '';
       else
         stats.push({
           cpuUs: (body['cpu_user_us'] as number) + (body['cpu_sys_us'] as number),
