@@ -17,6 +17,11 @@ export interface CaptureRequest {
   processes?: string[];
   /** Seconds. */
   durationSec?: number;
+  /**
+   * Where the collector's OTLP/HTTP receiver listens on the node for A spans
+   * (`IP:PORT`, or `off`); absent means the collector's default, 127.0.0.1:4318.
+   */
+  otlpListen?: string;
 }
 
 export type CaptureState = 'connecting' | 'deploying' | 'running' | 'stopping' | 'done' | 'failed';

@@ -24,6 +24,22 @@ export function splitTarget(text: string): TargetParts | null {
   return { user: m[1], host: m[2]!.replace(/^\[(.*)\]$/, '$1'), port: m[3] ? Number(m[3]) : undefined };
 }
 
+/**
+ * The collector's OTLP receiver address: `IP:PORT` (IPv6 in brackets) or `off` →
+ * the same text, normalised; anything else → null. Host names are refused: the
+ * collector binds an address.
+ */
+export function parseOtlpListen(text: string): string | null {
+  const t = text.trim();
+  if (/^off$/i.test(t)) return 'off';
+  const m = /^(\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-fA-F:.]+\]):(\d{1,5})$/.exec(t);
+  if (!m) return null;
+  const port = Number(m[2]);
+  if (port < 1 || port > 65535) return null;
+  if (!m[1]!.startsWith('[') && m[1]!.split('.').some((o) => Number(o) > 255)) return null;
+  return `${m[1]}:${port}`;
+}
+
 /** "nginx, 1234 ,openresty" → ["nginx", "1234", "openresty"] */
 export function parseList(text: string): string[] {
   return text

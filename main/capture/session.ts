@@ -14,6 +14,8 @@ import {
   uploadCollector,
   type Deployment,
 } from '../deploy/deploy.ts';
+import { parseOtlpListen } from '../api/parse.ts';
+import { CodedError } from '../errors.ts';
 import { checkProbe, probeNode, type NodeProbe } from '../deploy/probe.ts';
 import { FrameDecoder, type Frame } from '../ingest/frames.ts';
 import { connect, formatTarget, parseTarget } from '../ssh/connect.ts';
@@ -69,6 +71,12 @@ export async function startCapture(opts: CaptureOptions): Promise<CaptureHandle>
   const log = opts.log ?? (() => undefined);
   const target = parseTarget(opts.target);
   const jump = opts.jump ? parseTarget(opts.jump) : undefined;
+  if (opts.otlpListen !== undefined && parseOtlpListen(opts.otlpListen) === null) {
+    throw new CodedError(
+      'invalid_otlp_listen',
+      `"${opts.otlpListen}" is not an OTLP receiver address: write IP:PORT (e.g. 127.0.0.1:4318 or 0.0.0.0:4318) or off.`,
+    );
+  }
   const durationSec = Math.min(Math.max(1, opts.durationSec ?? DEFAULT_DURATION_SEC), MAX_DURATION_SEC);
   const startedAtUs = Date.now() * 1000;
   const t0 = performance.now();
@@ -132,7 +140,11 @@ export async function startCapture(opts: CaptureOptions): Promise<CaptureHandle>
     log(`uploaded the collector (${deployment.bytes} bytes, sha256 checked) to ${deployment.dir}`);
     channel = await startCollector(
       client,
-      collectorCommand(deployment, probe, { processes: opts.processes ?? [], durationSec }),
+      collectorCommand(deployment, probe, {
+        processes: opts.processes ?? [],
+        durationSec,
+        otlpListen: opts.otlpListen,
+      }),
     );
   } catch (err) {
     if (client && deployment) await removeDeployment(client, deployment.dir).catch(() => undefined);

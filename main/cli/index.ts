@@ -5,7 +5,7 @@ import { existsSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import type { RequestQuery } from '../api/contract.ts';
 import type { Trace, TraceNode, TraceStart } from '../api/trace.ts';
-import { parseDurationSec } from '../api/parse.ts';
+import { parseDurationSec, parseOtlpListen } from '../api/parse.ts';
 import { SPAN_FIELDS, type ResponseStatus, type StoredSpan } from '../api/records.ts';
 import { startCapture } from '../capture/session.ts';
 import { EventBus } from '../core/events.ts';
@@ -20,7 +20,8 @@ export class UsageError extends Error {
 const USAGE = `tapdeck ${VERSION}: capture a gateway node over SSH into one SQLite file, and read it.
 
   tapdeck capture  --target [user@]host[:port] [--identity FILE] [--jump HOST] [--known-hosts FILE]
-                   [--accept-new-host-key] [--process NAME|PID ...] [--duration 30s] --db FILE
+                   [--accept-new-host-key] [--process NAME|PID ...] [--duration 30s]
+                   [--otlp-listen IP:PORT|off] --db FILE
   tapdeck requests --db FILE [--method M] [--path TEXT] [--domain HOST] [--status ok|client_error|server_error|timeout|unknown]
                    [--code N | --min-code N --max-code N] [--x-request-id ID] [--min-duration MS]
                    [--observation-point s-p|c-p|...] [--capture ID] [--json] [--limit N]
@@ -65,9 +66,19 @@ async function captureCmd(args: string[]): Promise<number> {
     'accept-new-host-key': { type: 'boolean' },
     process: { type: 'string', multiple: true },
     duration: { type: 'string' },
+    'otlp-listen': { type: 'string' },
     db: { type: 'string' },
   });
   const target = need(values.target, '--target');
+  let otlpListen: string | undefined;
+  if (values['otlp-listen'] !== undefined) {
+    const v = parseOtlpListen(values['otlp-listen']);
+    if (v === null)
+      throw new UsageError(
+        `--otlp-listen "${values['otlp-listen']}" is not an address: write IP:PORT (e.g. 127.0.0.1:4318, or 0.0.0.0:4318 to take spans from other hosts) or off.`,
+      );
+    otlpListen = v;
+  }
   const db = need(values.db, '--db');
   const durationSec = values.duration ? parseDuration(values.duration) : 30;
   const store = await Store.open(db);
@@ -91,6 +102,7 @@ async function captureCmd(args: string[]): Promise<number> {
       acceptNewHostKey: values['accept-new-host-key'] ?? false,
       processes: values.process ?? [],
       durationSec,
+      otlpListen,
       store,
       events,
       log,

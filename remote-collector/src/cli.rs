@@ -35,12 +35,35 @@ Options:
                         Cookie, Set-Cookie, Proxy-Authorization always are)
   --capture-header NAME copy this header's value into span attributes
                         (repeatable; redacted headers show as [REDACTED])
+  --signals LIST        comma list of what to collect: s (syscall S spans), n
+                        (packet N spans and L4 flows), a (OTLP receiver A spans);
+                        default all that this collector supports
+  --otlp-listen ADDR    OTLP/HTTP receiver address for A spans, IP:PORT, or off
+                        (default 127.0.0.1:4318; paths /v1/traces and
+                        /api/v1/otel/trace; protobuf or JSON, gzip)
   --ignore-stdin        do not stop when stdin reaches EOF (manual runs)
   --probe               print a JSON report of kernel support and exit
                         (0: can run, 2: a requirement is missing)
   --version             print the version
   -h, --help            print this help
 ";
+
+/// What `--signals` asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Signals {
+    /// `s`: syscall S spans.
+    pub syscalls: bool,
+    /// `n`: packet N spans and L4 flows.
+    pub packets: bool,
+    /// `a`: OTLP receiver A spans.
+    pub otel: bool,
+}
+
+impl Default for Signals {
+    fn default() -> Self {
+        Self { syscalls: true, packets: true, otel: true }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunOptions {
@@ -52,6 +75,9 @@ pub struct RunOptions {
     pub max_header: usize,
     pub redact_headers: Vec<String>,
     pub capture_headers: Vec<String>,
+    pub signals: Signals,
+    /// The OTLP receiver's address; None when `--otlp-listen off`.
+    pub otlp_listen: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +106,10 @@ pub enum CliError {
     BadHeaderName(String),
     #[error("invalid --process {0:?}: give a process name or a PID")]
     BadProcess(String),
+    #[error("invalid --signals {0:?}: give a comma list of s (syscalls), n (packets), a (OTLP), e.g. s,a")]
+    BadSignals(String),
+    #[error("invalid --otlp-listen {0:?}: give IP:PORT (e.g. 127.0.0.1:4318 or 0.0.0.0:4318) or off")]
+    BadListen(String),
     #[error("{0} (see --help)")]
     Usage(String),
 }
@@ -110,6 +140,33 @@ pub fn parse_duration(s: &str) -> Result<Duration, CliError> {
         return Err(CliError::DurationTooLong(s.to_string()));
     }
     Ok(d)
+}
+
+/// Parses `--signals s,n,a` (any order, at least one).
+pub fn parse_signals(v: &str) -> Result<Signals, CliError> {
+    let bad = || CliError::BadSignals(v.to_string());
+    let mut sig = Signals { syscalls: false, packets: false, otel: false };
+    for part in v.split(',').map(str::trim) {
+        match part {
+            "s" => sig.syscalls = true,
+            "n" => sig.packets = true,
+            "a" => sig.otel = true,
+            _ => return Err(bad()),
+        }
+    }
+    Ok(sig)
+}
+
+/// Parses `--otlp-listen IP:PORT|off`.
+pub fn parse_listen(v: &str) -> Result<Option<String>, CliError> {
+    let t = v.trim();
+    if t.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    match t.parse::<std::net::SocketAddr>() {
+        Ok(_) => Ok(Some(t.to_string())),
+        Err(_) => Err(CliError::BadListen(v.to_string())),
+    }
 }
 
 fn parse_payload(s: &str) -> Result<u32, CliError> {
@@ -157,6 +214,8 @@ where
     let mut max_header = crate::http::DEFAULT_MAX_HEADER;
     let mut redact_headers = Vec::new();
     let mut capture_headers = Vec::new();
+    let mut signals = Signals::default();
+    let mut otlp_listen = Some(crate::otlp::DEFAULT_LISTEN.to_string());
     let mut mode = None;
     let usage = |e: lexopt::Error| CliError::Usage(e.to_string());
     while let Some(arg) = p.next().map_err(usage)? {
@@ -193,6 +252,14 @@ where
                 let v = p.value().map_err(usage)?.string().map_err(usage)?;
                 capture_headers.push(parse_header_name(&v)?);
             }
+            Long("signals") => {
+                let v = p.value().map_err(usage)?.string().map_err(usage)?;
+                signals = parse_signals(&v)?;
+            }
+            Long("otlp-listen") => {
+                let v = p.value().map_err(usage)?.string().map_err(usage)?;
+                otlp_listen = parse_listen(&v)?;
+            }
             Long("ignore-stdin") => ignore_stdin = true,
             Long("probe") => mode = Some(Command::Probe),
             Long("version") | Short('V') => mode = Some(Command::Version),
@@ -215,6 +282,8 @@ where
         max_header,
         redact_headers,
         capture_headers,
+        signals,
+        otlp_listen,
     }))
 }
 
@@ -254,6 +323,8 @@ mod tests {
         assert!(!o.ignore_stdin);
         assert_eq!(o.max_header, 16 * 1024);
         assert!(o.redact_headers.is_empty() && o.capture_headers.is_empty());
+        assert_eq!(o.signals, Signals { syscalls: true, packets: true, otel: true });
+        assert_eq!(o.otlp_listen.as_deref(), Some("127.0.0.1:4318"));
     }
 
     #[test]
@@ -289,6 +360,28 @@ mod tests {
         }
         let e = parse_args(["--redact-header", "X Api"]).unwrap_err().to_string();
         assert!(e.contains("give a name such as X-Api-Key"), "{e}");
+    }
+
+    #[test]
+    fn signals_and_otlp_listen() {
+        let Command::Run(o) = parse_args(["--signals", "s,a", "--otlp-listen", "198.18.0.1:4318"]).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(o.signals, Signals { syscalls: true, packets: false, otel: true });
+        assert_eq!(o.otlp_listen.as_deref(), Some("198.18.0.1:4318"));
+        let Command::Run(o) = parse_args(["--signals", "a", "--otlp-listen", "off"]).unwrap() else {
+            panic!()
+        };
+        assert_eq!(o.signals, Signals { syscalls: false, packets: false, otel: true });
+        assert_eq!(o.otlp_listen, None);
+        for bad in ["", "x", "s,,a", "s;a", "S"] {
+            assert!(matches!(parse_args(["--signals", bad]), Err(CliError::BadSignals(_))), "{bad:?}");
+        }
+        for bad in ["4318", "localhost:4318", "1.2.3.4", "1.2.3.4:99999", ""] {
+            assert!(matches!(parse_args(["--otlp-listen", bad]), Err(CliError::BadListen(_))), "{bad:?}");
+        }
+        assert_eq!(parse_listen("[::1]:4318"), Ok(Some("[::1]:4318".into())));
     }
 
     #[test]

@@ -29,6 +29,7 @@ use crate::bpf_tls::{TlsProgs, TlsSkelBuilder};
 use crate::cli::{RunOptions, MAX_DURATION};
 use crate::event::{self, Event};
 use crate::frame::{FrameType, FrameWriter};
+use crate::otlp::{self, Receiver};
 use crate::probe::{self, Report, Tracefs};
 use crate::procs::{self, Filter, ProcessInfo};
 use crate::span::Span;
@@ -101,6 +102,9 @@ struct Hello<'a> {
     /// Header values that never leave the node, and those copied into attributes.
     redacted_headers: Vec<String>,
     captured_headers: &'a [String],
+    /// The OTLP receiver: `{listen, paths}`, `{listen, error}` when it could not
+    /// bind, or null when it is off.
+    otlp: &'a serde_json::Value,
 }
 
 #[derive(Serialize)]
@@ -129,7 +133,15 @@ fn boot_time_us() -> u64 {
 }
 
 /// Writes `hello`. Every run that writes frames starts with it.
-pub fn write_hello(out: &Out, report: &Report, filter: &Filter, duration: Duration, max_payload: u32) {
+pub fn write_hello(
+    out: &Out,
+    report: &Report,
+    filter: &Filter,
+    duration: Duration,
+    max_payload: u32,
+    otlp: &serde_json::Value,
+) {
+    let otel = otlp.get("paths").is_some();
     let caps: BTreeMap<&'static str, bool> = [
         ("ebpf_syscalls", report.can_run),
         ("http1", true),
@@ -141,7 +153,7 @@ pub fn write_hello(out: &Out, report: &Report, filter: &Filter, duration: Durati
         ("fork_follow", true),
         ("flows", false),
         ("packets", false),
-        ("otel", false),
+        ("otel", otel),
         ("tls", true),
     ]
     .into_iter()
@@ -161,6 +173,7 @@ pub fn write_hello(out: &Out, report: &Report, filter: &Filter, duration: Durati
         tracefs: &report.tracefs,
         redacted_headers: crate::redact::global().redacted_names(),
         captured_headers: crate::redact::global().captured_names(),
+        otlp,
     };
     let mut w = lock(out);
     if let Err(e) = w.write(FrameType::Hello, &hello) {
@@ -228,7 +241,10 @@ pub fn run(opts: RunOptions) -> i32 {
     // Before any thread exists (ensure_tracefs may unshare the mount namespace).
     let tracefs = probe::ensure_tracefs();
     let report = probe::check(&tracefs);
-    write_hello(&out, &report, &filter, opts.duration, opts.max_payload);
+    let counters = Arc::new(Counters::default());
+    let otlp =
+        if report.missing.is_empty() { OtlpRun::start(&opts, &out, &counters) } else { OtlpRun::off() };
+    write_hello(&out, &report, &filter, opts.duration, opts.max_payload, &otlp.hello);
     if !report.missing.is_empty() {
         let message = format!("{} (run --probe for the full report)", report.missing.join("; "));
         write_error(&out, "missing_requirement", message, report.missing.clone());
@@ -239,12 +255,92 @@ pub fn run(opts: RunOptions) -> i32 {
             "tapdeck-collector: tracefs was not mounted; mounted it at {p} in a private mount namespace"
         );
     }
-    match capture(&opts, &filter, &out) {
+    match capture(&opts, &filter, &out, counters, &otlp) {
         Ok(code) => code,
         Err(e) => {
             write_error(&out, "runtime", format!("{e:#}"), Vec::new());
             EXIT_RUNTIME
         }
+    }
+}
+
+/// The OTLP receiver of a run, when `a` is in `--signals` and `--otlp-listen`
+/// is not `off`. Its spans are written straight to the frame writer from the
+/// receiver's own threads; `closed` (set under the writer lock) guarantees that
+/// none follows the final `stats` and `bye`.
+struct OtlpRun {
+    receiver: Option<Receiver>,
+    listen: String,
+    closed: Arc<AtomicBool>,
+    hello: serde_json::Value,
+}
+
+impl OtlpRun {
+    fn off() -> Self {
+        Self {
+            receiver: None,
+            listen: String::new(),
+            closed: Arc::new(AtomicBool::new(true)),
+            hello: serde_json::Value::Null,
+        }
+    }
+
+    fn start(opts: &RunOptions, out: &Out, counters: &Arc<Counters>) -> Self {
+        let Some(listen) = opts.otlp_listen.clone().filter(|_| opts.signals.otel) else {
+            return Self::off();
+        };
+        let closed = Arc::new(AtomicBool::new(false));
+        let sink: otlp::server::Sink = {
+            let (out, closed, counters) = (out.clone(), closed.clone(), counters.clone());
+            Arc::new(move |spans: Vec<otlp::map::AppSpan>| {
+                let mut w = lock(&out);
+                if closed.load(Relaxed) || w.broken() {
+                    return false;
+                }
+                for s in &spans {
+                    if let Err(e) = w.write(FrameType::Span, s) {
+                        if !w.broken() {
+                            eprintln!("tapdeck-collector: encoding an OTLP span: {e}");
+                        }
+                    }
+                }
+                counters.spans_sent.fetch_add(spans.len() as u64, Relaxed);
+                true
+            })
+        };
+        match Receiver::start(&listen, otlp::server::Config::default(), sink) {
+            Ok(r) => {
+                let addr = r.local_addr.to_string();
+                eprintln!(
+                    "tapdeck-collector: OTLP/HTTP receiver on http://{addr}{} and {} (protobuf, JSON, gzip)",
+                    otlp::PATHS[0],
+                    otlp::PATHS[1]
+                );
+                let hello = serde_json::json!({ "listen": addr, "paths": otlp::PATHS });
+                Self { receiver: Some(r), listen: addr, closed, hello }
+            }
+            Err(e) => {
+                let error = format!(
+                    "cannot listen on {listen} for OTLP ({e}): A spans are off for this capture; choose another address with --otlp-listen, or stop what holds it"
+                );
+                eprintln!("tapdeck-collector: {error}");
+                let hello = serde_json::json!({ "listen": listen, "error": error });
+                Self { receiver: None, listen, closed, hello }
+            }
+        }
+    }
+
+    /// No span frame is written after this returns.
+    fn close(&self, out: &Out) {
+        let _w = lock(out);
+        self.closed.store(true, Relaxed);
+        if let Some(r) = &self.receiver {
+            r.close();
+        }
+    }
+
+    fn stats(&self) -> Option<otlp::OtlpStats> {
+        self.receiver.as_ref().map(|r| r.counters.snapshot(&self.listen))
     }
 }
 
@@ -336,8 +432,13 @@ fn read_kernel_counters(map: &dyn MapCore, counters: &Counters) {
     counters.inflight_table_full.store(read(CNT_ACTIVE_FULL), Relaxed);
 }
 
-fn write_stats(out: &Out, counters: &Counters, start: Instant, is_final: bool) {
-    let frame = StatsFrame::collect(counters, own_usage(), start.elapsed().as_millis() as u64, is_final);
+fn write_stats(out: &Out, counters: &Counters, start: Instant, is_final: bool, otlp: &OtlpRun) {
+    let mut frame = StatsFrame::collect(counters, own_usage(), start.elapsed().as_millis() as u64, is_final);
+    if let Some(o) = otlp.stats() {
+        // Exports refused (bad body, too large, busy, …): their spans are lost.
+        frame.drops.insert("otlp_rejected_exports", o.rejected.values().sum());
+        frame.otlp = Some(o);
+    }
     let mut w = lock(out);
     let _ = w.write(FrameType::Stats, &frame);
     if is_final {
@@ -451,7 +552,13 @@ fn random_prefix() -> u32 {
     u32::from_ne_bytes(b)
 }
 
-fn capture(opts: &RunOptions, filter: &Filter, out: &Out) -> Result<i32> {
+fn capture(
+    opts: &RunOptions,
+    filter: &Filter,
+    out: &Out,
+    counters: Arc<Counters>,
+    otlp: &OtlpRun,
+) -> Result<i32> {
     let start = Instant::now();
     let deadline = start + opts.duration.min(MAX_DURATION);
     let clock = Clock::measure();
@@ -505,7 +612,9 @@ fn capture(opts: &RunOptions, filter: &Filter, out: &Out) -> Result<i32> {
         tls_open.load().context("loading the TLS uprobe programs into the kernel (verifier output above)")?;
 
     let mut links: Vec<Link> = Vec::new();
-    for prog in skel.object().progs_mut() {
+    // Without `s` in --signals nothing is attached: the loop below then only
+    // keeps time, writes stats and waits for the end.
+    for prog in skel.object().progs_mut().filter(|_| opts.signals.syscalls) {
         let name = prog.name().to_string_lossy().into_owned();
         let link = prog.attach().with_context(|| format!("attaching {name}"))?;
         links.push(link);
@@ -516,7 +625,6 @@ fn capture(opts: &RunOptions, filter: &Filter, out: &Out) -> Result<i32> {
     // SAFETY: malloc_trim has no preconditions.
     unsafe { libc::malloc_trim(0) };
 
-    let counters = Arc::new(Counters::default());
     let queued = Arc::new(AtomicUsize::new(0));
     let (tx, rx) = mpsc::sync_channel::<Msg>(QUEUE_EVENTS);
 
@@ -584,7 +692,9 @@ fn capture(opts: &RunOptions, filter: &Filter, out: &Out) -> Result<i32> {
         warned_missing: false,
         tls: TlsProbes::default(),
     };
-    cap.rescan(&skel.maps.pids, &tls_skel.progs);
+    if opts.signals.syscalls {
+        cap.rescan(&skel.maps.pids, &tls_skel.progs);
+    }
     {
         let mut w = lock(out);
         let _ = w.flush();
@@ -622,9 +732,11 @@ fn capture(opts: &RunOptions, filter: &Filter, out: &Out) -> Result<i32> {
             if next_tick < now {
                 next_tick = now + TICK;
             }
-            cap.rescan(&skel.maps.pids, &tls_skel.progs);
+            if opts.signals.syscalls {
+                cap.rescan(&skel.maps.pids, &tls_skel.progs);
+            }
             read_kernel_counters(&skel.maps.counters, &counters);
-            write_stats(out, &counters, start, false);
+            write_stats(out, &counters, start, false, otlp);
         }
         let mut w = lock(out);
         let _ = w.flush_if_due(FLUSH_EVERY);
@@ -656,10 +768,11 @@ fn capture(opts: &RunOptions, filter: &Filter, out: &Out) -> Result<i32> {
     drop(tls_skel);
     drop(skel);
 
+    otlp.close(out);
     if let Some(e) = &runtime_error {
         write_error(out, "runtime", format!("{e:#}"), Vec::new());
     }
-    write_stats(out, &counters, start, true);
+    write_stats(out, &counters, start, true, otlp);
     {
         let mut w = lock(out);
         let reason = if runtime_error.is_some() { Stop::Error } else { stop };

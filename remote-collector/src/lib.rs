@@ -17,6 +17,7 @@ pub mod event;
 pub mod frame;
 pub mod http;
 pub mod l7;
+pub mod otlp;
 pub mod probe;
 pub mod procs;
 pub mod redact;

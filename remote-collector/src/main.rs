@@ -41,6 +41,7 @@ fn main() -> ExitCode {
                 &Filter::default(),
                 cli::DEFAULT_DURATION,
                 cli::DEFAULT_MAX_PAYLOAD,
+                &serde_json::Value::Null,
             );
             collector::write_error(&out, "usage", e.to_string(), Vec::new());
             EXIT_USAGE

@@ -159,6 +159,9 @@ pub struct StatsFrame {
     /// L7 session parse errors: protocol → reason → count.
     pub l7_parse_errors: BTreeMap<&'static str, BTreeMap<&'static str, u64>>,
     pub tls: TlsStats,
+    /// The OTLP receiver's counters, when it runs (STREAM.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp: Option<crate::otlp::OtlpStats>,
 }
 
 /// `stats.tls` (addition documented in STREAM.md).
@@ -225,6 +228,7 @@ impl StatsFrame {
                 encrypted_skipped: c.tls_encrypted_skipped.load(Relaxed),
                 libraries: c.tls_libraries.load(Relaxed),
             },
+            otlp: None,
         }
     }
 }

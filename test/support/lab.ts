@@ -27,7 +27,33 @@ export interface Lab {
   LAB_NGINX_WORKER_PIDS: string;
   LAB_ACCESS_LOG: string;
   LAB_SVCA_URL: string;
+  LAB_SVCA_PID: string;
+  LAB_SVCA_LOG: string;
+  LAB_SVCB_PID: string;
+  LAB_SVCB_LOG: string;
+  LAB_BRIDGE: string;
   LAB_LOAD_SCRIPT: string;
+}
+
+/** Where the lab's svca exports its OpenTelemetry spans: the bridge address (test/lab/otel-svca.mjs). */
+export const LAB_OTLP_LISTEN = '198.18.0.1:4318';
+
+/** One line of svca.log / svcb.log (test/lab/upstream.mjs). */
+export interface UpstreamLogLine {
+  time: string;
+  service: string;
+  method: string;
+  url: string;
+  status: number;
+  x_request_id: string | null;
+  traceparent: string | null;
+}
+
+export function readUpstreamLog(file: string): UpstreamLogLine[] {
+  return readFileSync(file, 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as UpstreamLogLine);
 }
 
 /** Root tests need root; in CI (TAPDECK_REQUIRE_ROOT_TESTS=1) a missing root is a failure, not a skip. */

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { parseDurationSec, parseList, splitTarget } from '../../../main/api/parse.ts';
+import { parseDurationSec, parseList, parseOtlpListen, splitTarget } from '../../../main/api/parse.ts';
 import { parseDuration } from '../../../main/cli/index.ts';
 import { parseTarget } from '../../../main/ssh/connect.ts';
 
@@ -35,6 +35,14 @@ describe('shared input syntax (CLI and capture form)', () => {
     expect(splitTarget('gw-1')).toEqual({ user: undefined, host: 'gw-1', port: undefined });
     expect(splitTarget('root@[fe80::1]:22')).toEqual({ user: 'root', host: 'fe80::1', port: 22 });
     expect(splitTarget('http://gw-1/')).toBeNull();
+  });
+  it('reads OTLP receiver addresses', () => {
+    expect(parseOtlpListen('198.18.0.1:4318')).toBe('198.18.0.1:4318');
+    expect(parseOtlpListen(' 0.0.0.0:4318 ')).toBe('0.0.0.0:4318');
+    expect(parseOtlpListen('[::1]:4318')).toBe('[::1]:4318');
+    expect(parseOtlpListen('OFF')).toBe('off');
+    for (const bad of ['4318', 'localhost:4318', '1.2.3.4', '1.2.3.4:0', '1.2.3.4:70000', '300.1.1.1:4318', ''])
+      expect(parseOtlpListen(bad), bad).toBeNull();
   });
   it('splits comma lists', () => {
     expect(parseList(' nginx, 1234 ,,openresty ')).toEqual(['nginx', '1234', 'openresty']);

@@ -74,6 +74,15 @@ describe('collector command', () => {
     expect(script).toMatch(/^trap '' PIPE; trap 'rm -rf '\/tmp\/tapdeck\.Ab12Cd34'' EXIT HUP TERM INT; sudo -n /);
     expect(collectorCommand(d, p, { processes: [], durationSec: 30 })).toBe(`sh -c '${script.replace(/'/g, "'\\''")}'`);
   });
+  it('passes the OTLP receiver address, quoted, only when one is given', () => {
+    expect(collectorScript(d, p, { processes: [], durationSec: 30, otlpListen: '198.18.0.1:4318' })).toContain(
+      "--duration 30s --otlp-listen '198.18.0.1:4318'",
+    );
+    expect(collectorScript(d, p, { processes: [], durationSec: 30, otlpListen: 'off' })).toContain(
+      "--otlp-listen 'off'",
+    );
+    expect(collectorScript(d, p, { processes: [], durationSec: 30 })).not.toContain('--otlp-listen');
+  });
   it('does not use sudo when connected as root', () => {
     expect(collectorCommand(d, { ...p, privilege: 'root' }, { processes: [], durationSec: 5 })).not.toContain('sudo');
   });
