@@ -318,6 +318,38 @@ describe('trace view in the browser (web mode)', () => {
     await page.screenshot({ path: join(ARTIFACTS, 'trace-services.png'), fullPage: true });
   });
 
+  it('zooms with the wheel around the pointer, pans by dragging, zooms to a span on double-click', async () => {
+    await page.locator('.service-list button.service').filter({ hasText: 'java' }).click(); // clear the highlight
+    const box = (await chart().boundingBox())!;
+    const java = await barPoint(4, 4, 0.5); // inventory's s-p: 6.4 → 18 ms of 30 ms
+    const probe = { x: box.x + 0.18 * box.width, y: java.y + 5 }; // left of its start
+    const isJava = async (): Promise<boolean> => {
+      const [r, g, b] = await pixel(probe);
+      return g! > r! + 40 && g! > b! + 40; // its green, not the white background
+    };
+    await expect.poll(isJava).toBe(false);
+
+    // Wheel up over the bar's middle: the axis stretches around the pointer, the bar
+    // now covers the probe.
+    await page.mouse.move(java.x, java.y);
+    await page.mouse.wheel(0, -300);
+    await expect.poll(isJava).toBe(true);
+    // Drag right: the bar moves right, off the probe again.
+    await page.mouse.down();
+    await page.mouse.move(java.x + 300, java.y, { steps: 6 });
+    await page.mouse.up();
+    await expect.poll(isJava).toBe(false);
+
+    await page.getByRole('button', { name: 'Reset zoom' }).click();
+    await page.mouse.dblclick(java.x, java.y);
+    // Zoomed to the bar with a 5% margin: it spans nearly the whole width.
+    await expect.poll(isJava).toBe(true);
+    expect(brightness(await pixel({ x: box.x + 0.06 * box.width, y: java.y + 5 }))).toBeLessThan(150);
+    await page.screenshot({ path: join(ARTIFACTS, 'trace-zoomed.png'), fullPage: true });
+    await page.getByRole('button', { name: 'Reset zoom' }).click();
+    await expect.poll(isJava).toBe(false);
+  });
+
   it('goes back to the request log as it was', async () => {
     await page.getByRole('button', { name: '← Request log' }).click();
     await expect.poll(() => page.locator('section.request-log').isVisible()).toBe(true);
