@@ -11,7 +11,8 @@
 //     whose span_id it carried, else under the server process span of the same
 //     process that contains it in time and shares its thread, X-Request-ID or trace id.
 //   - A set whose client side was not observed goes under the narrowest client-side
-//     span that contains it in time and shares an X-Request-ID or trace id.
+//     span of another process that contains it in time and shares an X-Request-ID or
+//     trace id.
 // A parent that would close a cycle is refused (counted as a `cycle` conflict).
 
 import type { StoredSpan } from '../api/records.ts';
@@ -127,17 +128,23 @@ export function nest(
     }
   }
 
-  // 4. whatever is still a root: under the narrowest client-side span that contains it
-  //    and shares an id with it
+  // 4. whatever is still a root: under the narrowest client-side span of another
+  //    process that contains it in time and shares an id with it (never one of its
+  //    own descendants: that is no cycle in the data, only a wrong guess)
+  const isDescendant = (a: number, of: number): boolean => {
+    for (let x: number | undefined = a; x !== undefined; x = parent.get(x)) if (x === of) return true;
+    return false;
+  };
   for (const s of all) {
     if (parent.has(s.id)) continue;
     const sIds = ids(s);
     if (sIds.length === 0) continue;
     let best: StoredSpan | null = null;
     for (const c of all) {
-      if (c.id === s.id || !isClientSide(c) || !contains(c, s) || t(s).end > t(c).end + tol) continue;
+      if (c.id === s.id || !isClientSide(c)) continue;
+      if (t(c).start > t(s).start || t(s).end > t(c).end) continue;
       if (processKey(c) !== null && processKey(c) === processKey(s)) continue;
-      if (!ids(c).some((x) => sIds.includes(x))) continue;
+      if (!ids(c).some((x) => sIds.includes(x)) || isDescendant(c.id, s.id)) continue;
       if (best === null || t(c).end - t(c).start < t(best).end - t(best).start) best = c;
     }
     if (best) setParent(s.id, best.id);
