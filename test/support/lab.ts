@@ -24,6 +24,8 @@ export interface Lab {
   LAB_NGINX_PID: string;
   LAB_ACCESS_LOG: string;
   LAB_SVCA_URL: string;
+  LAB_SVCA_PID: string;
+  LAB_SVCB_PID: string;
   LAB_LOAD_SCRIPT: string;
 }
 
@@ -108,7 +110,7 @@ export interface LoadSummary {
 /** Runs test/lab/load.mjs in the client namespace (bounded count and time). */
 export function runLoad(
   lab: Lab,
-  opts: { count: number; concurrency: number; out: string; timeLimitSec?: number },
+  opts: { count: number; concurrency: number; out: string; timeLimitSec?: number; mixFile?: string },
 ): Promise<LoadSummary> {
   return new Promise((resolve, reject) => {
     const child = spawn(
@@ -129,6 +131,7 @@ export function runLoad(
         opts.out,
         '--time-limit',
         String(opts.timeLimitSec ?? 60),
+        ...(opts.mixFile ? ['--mix', opts.mixFile] : []),
       ],
       { stdio: ['ignore', 'pipe', 'inherit'] },
     );
