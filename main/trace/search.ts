@@ -150,26 +150,26 @@ function unique<T>(xs: Iterable<T | null>): T[] {
   return [...set];
 }
 
-function lookup(source: TraceSource, rule: LinkRule, frontier: readonly StoredSpan[], limit: number): StoredSpan[] {
+function lookupIds(source: TraceSource, rule: LinkRule, frontier: readonly StoredSpan[], limit: number): number[] {
   switch (rule) {
     case 'start':
       return [];
     case 'trace_id':
-      return source.byTraceIds(unique(frontier.map((s) => s.trace_id)), limit);
+      return source.idsByTraceIds(unique(frontier.map((s) => s.trace_id)), limit);
     case 'span_id':
       return [
-        ...source.bySpanIds(unique(frontier.map((s) => s.parent_span_id)), limit),
-        ...source.byParentSpanIds(unique(frontier.map((s) => s.span_id)), limit),
+        ...source.idsBySpanIds(unique(frontier.map((s) => s.parent_span_id)), limit),
+        ...source.idsByParentSpanIds(unique(frontier.map((s) => s.span_id)), limit),
       ];
     case 'x_request_id':
-      return source.byXRequestIds(unique(frontier.flatMap(xrids)), limit);
+      return source.idsByXRequestIds(unique(frontier.flatMap(xrids)), limit);
     case 'syscall_trace_id':
-      return source.bySyscallTraceIds(
+      return source.idsBySyscallTraceIds(
         unique(frontier.flatMap((s) => [s.syscall_trace_id_request, s.syscall_trace_id_response])),
         limit,
       );
     case 'tcp_seq':
-      return source.byReqTcpSeqs(unique(frontier.map((s) => s.req_tcp_seq)), limit);
+      return source.idsByReqTcpSeqs(unique(frontier.map((s) => s.req_tcp_seq)), limit);
   }
 }
 
@@ -203,7 +203,10 @@ export function searchTrace(
           if (list) list.push(from);
           else byKey.set(k, [from]);
         }
-      for (const cand of lookup(source, rule, frontier, limit)) {
+      // whole rows only for spans not seen yet (rows refused earlier are fetched again:
+      // another span of this round may link them)
+      const fresh = unique(lookupIds(source, rule, frontier, limit).filter((id) => !found.has(id)));
+      for (const cand of source.byIds(fresh)) {
         if (found.has(cand.id)) continue;
         const froms = unique(candKeys(cand, rule).flatMap((k) => byKey.get(k) ?? []));
         let linkedFrom: number | null = null;
