@@ -182,6 +182,8 @@ export function searchTrace(
   const opts = { ...DEFAULT_SEARCH, ...options };
   const found = new Map<number, Found>([[start.id, { span: start, linkedBy: 'start', linkedFrom: null }]]);
   const conflicts: Record<string, number> = {};
+  /** Rows fetched and not (yet) linked. */
+  const refused = new Map<number, StoredSpan>();
   let frontier: StoredSpan[] = [start];
   let rounds = 0;
   let truncated = false;
@@ -203,10 +205,16 @@ export function searchTrace(
           if (list) list.push(from);
           else byKey.set(k, [from]);
         }
-      // whole rows only for spans not seen yet (rows refused earlier are fetched again:
-      // another span of this round may link them)
-      const fresh = unique(lookupIds(source, rule, frontier, limit).filter((id) => !found.has(id)));
-      for (const cand of source.byIds(fresh)) {
+      // Whole rows only for spans not fetched yet; rows refused earlier stay at hand
+      // (another span of a later round may link them).
+      const hits = lookupIds(source, rule, frontier, limit);
+      if (hits.length >= limit) truncated = true; // a key shared by more spans than the limit
+      const wanted = unique(hits.filter((id) => !found.has(id)));
+      const fetched = source.byIds(wanted.filter((id) => !refused.has(id)));
+      for (const s of fetched) refused.set(s.id, s);
+      for (const id of wanted) {
+        const cand = refused.get(id);
+        if (!cand) continue;
         if (found.has(cand.id)) continue;
         const froms = unique(candKeys(cand, rule).flatMap((k) => byKey.get(k) ?? []));
         let linkedFrom: number | null = null;
@@ -229,6 +237,7 @@ export function searchTrace(
           break;
         }
         found.set(cand.id, { span: cand, linkedBy: rule, linkedFrom });
+        refused.delete(cand.id);
         next.push(cand);
       }
       if (truncated) break;
