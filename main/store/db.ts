@@ -169,12 +169,11 @@ export function insertSpans(db: Db, captureId: number, spans: readonly Span[]): 
   })();
 }
 
+/** A fresh row from better-sqlite3 as a span: `attributes` parsed, in place (no copy). */
 function rowToSpan(r: Record<string, unknown>): StoredSpan {
   const attrs = r['attributes'];
-  return {
-    ...r,
-    attributes: typeof attrs === 'string' ? (JSON.parse(attrs) as Record<string, unknown>) : null,
-  } as StoredSpan;
+  r['attributes'] = typeof attrs === 'string' ? (JSON.parse(attrs) as Record<string, unknown>) : null;
+  return r as unknown as StoredSpan;
 }
 
 export const DEFAULT_LIMIT = 200;
