@@ -202,15 +202,14 @@ export function insertSpans(db: Db, captureId: number, spans: readonly Span[]): 
   })();
 }
 
+/** A fresh row from better-sqlite3 as a span: `attributes` parsed, in place (no copy). */
 function rowToSpan(r: Record<string, unknown>): StoredSpan {
   const attrs = r['attributes'];
+  r['attributes'] = typeof attrs === 'string' ? (JSON.parse(attrs) as Record<string, unknown>) : null;
+  // INTEGER 0/1 in SQLite; a boolean in frames and in --json, as the collector sends it.
   const tls = r['is_tls'];
-  return {
-    ...r,
-    attributes: typeof attrs === 'string' ? (JSON.parse(attrs) as Record<string, unknown>) : null,
-    // INTEGER 0/1 in SQLite; a boolean in frames and in --json, as the collector sends it.
-    is_tls: typeof tls === 'number' ? tls !== 0 : null,
-  } as StoredSpan;
+  r['is_tls'] = typeof tls === 'number' ? tls !== 0 : null;
+  return r as unknown as StoredSpan;
 }
 
 export const DEFAULT_LIMIT = 200;
@@ -287,35 +286,37 @@ export function querySpans(db: Db, q: RequestQuery): RequestPage {
 
 /** Trace assembly's lookups (main/trace/source.ts), each served by an index (migration 2). */
 export function traceSource(db: Db): TraceSource {
-  const cache = new Map<string, Database.Statement>();
-  const by = (where: string) => {
-    const sql = `SELECT * FROM spans WHERE ${where} IN (SELECT value FROM json_each(?)) LIMIT ?`;
-    let stmt = cache.get(sql);
-    if (!stmt) cache.set(sql, (stmt = db.prepare(sql)));
-    const s = stmt;
-    return (values: readonly (string | number)[], limit: number): StoredSpan[] =>
+  const ids = (where: string) => {
+    const stmt = db.prepare(`SELECT id FROM spans WHERE ${where} IN (SELECT value FROM json_each(?)) LIMIT ?`).pluck();
+    return (values: readonly (string | number)[], limit: number): number[] =>
       values.length === 0
         ? []
-        : (s.all(JSON.stringify(values), Math.min(limit, Number.MAX_SAFE_INTEGER)) as Record<string, unknown>[]).map(
-            rowToSpan,
-          );
+        : (stmt.all(JSON.stringify(values), Math.min(limit, Number.MAX_SAFE_INTEGER)) as number[]);
   };
-  const merged =
-    (...fns: ((v: readonly (string | number)[], limit: number) => StoredSpan[])[]) =>
-    (values: readonly (string | number)[], limit: number): StoredSpan[] => {
-      const out = new Map<number, StoredSpan>();
-      for (const f of fns) for (const s of f(values, limit)) out.set(s.id, s);
-      return [...out.values()];
-    };
-  const id = by('id');
+  const both =
+    (f: ReturnType<typeof ids>, g: ReturnType<typeof ids>) =>
+    (values: readonly (string | number)[], limit: number): number[] => [
+      ...new Set([...f(values, limit), ...g(values, limit)]),
+    ];
+  const rows = db.prepare(`SELECT * FROM spans WHERE id IN (SELECT value FROM json_each(?))`);
+  const first = (where: string) => {
+    const stmt = db.prepare(`SELECT id FROM spans WHERE ${where} ORDER BY start_time_us, id LIMIT 1`).pluck();
+    return (v: string): number | null => (stmt.get(v) as number | undefined) ?? null;
+  };
+  const firstX0 = first('x_request_id_0 = ?');
+  const firstX1 = first('x_request_id_1 = ?');
+  const firstStart = db.prepare(`SELECT id FROM spans WHERE id IN (?, ?) ORDER BY start_time_us, id LIMIT 1`).pluck();
   return {
-    byIds: (ids) => id(ids, ids.length),
-    byXRequestIds: merged(by('x_request_id_0'), by('x_request_id_1')),
-    byTraceIds: by('trace_id'),
-    bySpanIds: by('span_id'),
-    byParentSpanIds: by('parent_span_id'),
-    bySyscallTraceIds: merged(by('syscall_trace_id_request'), by('syscall_trace_id_response')),
-    byReqTcpSeqs: by('req_tcp_seq'),
+    firstByXRequestId: (v) => (firstStart.get(firstX0(v) ?? -1, firstX1(v) ?? -1) as number | undefined) ?? null,
+    firstByTraceId: first('trace_id = ?'),
+    byIds: (list) =>
+      list.length === 0 ? [] : (rows.all(JSON.stringify(list)) as Record<string, unknown>[]).map(rowToSpan),
+    idsByXRequestIds: both(ids('x_request_id_0'), ids('x_request_id_1')),
+    idsByTraceIds: ids('trace_id'),
+    idsBySpanIds: ids('span_id'),
+    idsByParentSpanIds: ids('parent_span_id'),
+    idsBySyscallTraceIds: both(ids('syscall_trace_id_request'), ids('syscall_trace_id_response')),
+    idsByReqTcpSeqs: ids('req_tcp_seq'),
   };
 }
 

@@ -28,10 +28,12 @@ export function findStart(source: TraceSource, start: TraceStart): StoredSpan {
     spans = source.byIds([start.spanId]);
     what = `There is no span ${start.spanId} in this capture file`;
   } else if ('requestId' in start) {
-    spans = source.byXRequestIds([start.requestId], Number.MAX_SAFE_INTEGER);
+    const id = source.firstByXRequestId(start.requestId);
+    spans = id === null ? [] : source.byIds([id]);
     what = `No span in this capture file has X-Request-ID "${start.requestId}"`;
   } else {
-    spans = source.byTraceIds([start.traceId], Number.MAX_SAFE_INTEGER);
+    const id = source.firstByTraceId(start.traceId);
+    spans = id === null ? [] : source.byIds([id]);
     what = `No span in this capture file has trace id "${start.traceId}"`;
   }
   if (spans.length === 0) {

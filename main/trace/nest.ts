@@ -11,7 +11,8 @@
 //     whose span_id it carried, else under the server process span of the same
 //     process that contains it in time and shares its thread, X-Request-ID or trace id.
 //   - A set whose client side was not observed goes under the narrowest client-side
-//     span that contains it in time and shares an X-Request-ID or trace id.
+//     span of another process that contains it in time and shares an X-Request-ID or
+//     trace id.
 // A parent that would close a cycle is refused (counted as a `cycle` conflict).
 
 import type { StoredSpan } from '../api/records.ts';
@@ -73,6 +74,8 @@ export function nest(
   }
 
   const all = [...timed.values()].map((x) => x.span);
+  const keyOf = new Map(all.map((s) => [s.id, processKey(s)]));
+  const idsOf = new Map(all.map((s) => [s.id, ids(s)]));
   const appBySpanId = new Map<string, StoredSpan>();
   const netBySpanId = new Map<string, StoredSpan[]>();
   for (const s of all) {
@@ -97,7 +100,7 @@ export function nest(
   // 3. heads of network span sets
   const serverSpansByProcess = new Map<string, StoredSpan[]>();
   for (const s of all) {
-    const k = processKey(s);
+    const k = keyOf.get(s.id)!;
     if (k !== null && s.observation_point === 's-p')
       serverSpansByProcess.set(k, [...(serverSpansByProcess.get(k) ?? []), s]);
   }
@@ -107,8 +110,8 @@ export function nest(
     if (h.observation_point === 'c-p' || h.observation_point === 'c') {
       const app = h.span_id !== null ? appBySpanId.get(h.span_id) : undefined;
       if (app && setParent(h.id, app.id)) continue;
-      const k = processKey(h);
-      const hIds = ids(h);
+      const k = keyOf.get(h.id)!;
+      const hIds = idsOf.get(h.id)!;
       const hSys = [h.syscall_trace_id_request, h.syscall_trace_id_response].filter((x) => x !== null);
       let best: StoredSpan | null = null;
       let bestScore = -1;
@@ -116,7 +119,7 @@ export function nest(
         if (groupOf.get(s.id) === g || !contains(s, h)) continue;
         const score =
           (hSys.some((x) => x === s.syscall_trace_id_request || x === s.syscall_trace_id_response) ? 4 : 0) +
-          (ids(s).some((x) => hIds.includes(x)) ? 2 : 0);
+          (idsOf.get(s.id)!.some((x) => hIds.includes(x)) ? 2 : 0);
         if (score === 0) continue;
         if (score > bestScore || (score === bestScore && best !== null && t(s).start > t(best).start)) {
           best = s;
@@ -127,17 +130,24 @@ export function nest(
     }
   }
 
-  // 4. whatever is still a root: under the narrowest client-side span that contains it
-  //    and shares an id with it
+  // 4. whatever is still a root: under the narrowest client-side span of another
+  //    process that contains it in time and shares an id with it (never one of its
+  //    own descendants: that is no cycle in the data, only a wrong guess)
+  const isDescendant = (a: number, of: number): boolean => {
+    for (let x: number | undefined = a; x !== undefined; x = parent.get(x)) if (x === of) return true;
+    return false;
+  };
   for (const s of all) {
     if (parent.has(s.id)) continue;
-    const sIds = ids(s);
+    const sIds = idsOf.get(s.id)!;
     if (sIds.length === 0) continue;
     let best: StoredSpan | null = null;
     for (const c of all) {
-      if (c.id === s.id || !isClientSide(c) || !contains(c, s) || t(s).end > t(c).end + tol) continue;
-      if (processKey(c) !== null && processKey(c) === processKey(s)) continue;
-      if (!ids(c).some((x) => sIds.includes(x))) continue;
+      if (c.id === s.id || !isClientSide(c)) continue;
+      if (t(c).start > t(s).start || t(s).end > t(c).end) continue;
+      const ck = keyOf.get(c.id)!;
+      if (ck !== null && ck === keyOf.get(s.id)) continue;
+      if (!idsOf.get(c.id)!.some((x) => sIds.includes(x)) || isDescendant(c.id, s.id)) continue;
       if (best === null || t(c).end - t(c).start < t(best).end - t(best).start) best = c;
     }
     if (best) setParent(s.id, best.id);

@@ -150,26 +150,26 @@ function unique<T>(xs: Iterable<T | null>): T[] {
   return [...set];
 }
 
-function lookup(source: TraceSource, rule: LinkRule, frontier: readonly StoredSpan[], limit: number): StoredSpan[] {
+function lookupIds(source: TraceSource, rule: LinkRule, frontier: readonly StoredSpan[], limit: number): number[] {
   switch (rule) {
     case 'start':
       return [];
     case 'trace_id':
-      return source.byTraceIds(unique(frontier.map((s) => s.trace_id)), limit);
+      return source.idsByTraceIds(unique(frontier.map((s) => s.trace_id)), limit);
     case 'span_id':
       return [
-        ...source.bySpanIds(unique(frontier.map((s) => s.parent_span_id)), limit),
-        ...source.byParentSpanIds(unique(frontier.map((s) => s.span_id)), limit),
+        ...source.idsBySpanIds(unique(frontier.map((s) => s.parent_span_id)), limit),
+        ...source.idsByParentSpanIds(unique(frontier.map((s) => s.span_id)), limit),
       ];
     case 'x_request_id':
-      return source.byXRequestIds(unique(frontier.flatMap(xrids)), limit);
+      return source.idsByXRequestIds(unique(frontier.flatMap(xrids)), limit);
     case 'syscall_trace_id':
-      return source.bySyscallTraceIds(
+      return source.idsBySyscallTraceIds(
         unique(frontier.flatMap((s) => [s.syscall_trace_id_request, s.syscall_trace_id_response])),
         limit,
       );
     case 'tcp_seq':
-      return source.byReqTcpSeqs(unique(frontier.map((s) => s.req_tcp_seq)), limit);
+      return source.idsByReqTcpSeqs(unique(frontier.map((s) => s.req_tcp_seq)), limit);
   }
 }
 
@@ -182,6 +182,8 @@ export function searchTrace(
   const opts = { ...DEFAULT_SEARCH, ...options };
   const found = new Map<number, Found>([[start.id, { span: start, linkedBy: 'start', linkedFrom: null }]]);
   const conflicts: Record<string, number> = {};
+  /** Rows fetched and not (yet) linked. */
+  const refused = new Map<number, StoredSpan>();
   let frontier: StoredSpan[] = [start];
   let rounds = 0;
   let truncated = false;
@@ -203,7 +205,16 @@ export function searchTrace(
           if (list) list.push(from);
           else byKey.set(k, [from]);
         }
-      for (const cand of lookup(source, rule, frontier, limit)) {
+      // Whole rows only for spans not fetched yet; rows refused earlier stay at hand
+      // (another span of a later round may link them).
+      const hits = lookupIds(source, rule, frontier, limit);
+      if (hits.length >= limit) truncated = true; // a key shared by more spans than the limit
+      const wanted = unique(hits.filter((id) => !found.has(id)));
+      const fetched = source.byIds(wanted.filter((id) => !refused.has(id)));
+      for (const s of fetched) refused.set(s.id, s);
+      for (const id of wanted) {
+        const cand = refused.get(id);
+        if (!cand) continue;
         if (found.has(cand.id)) continue;
         const froms = unique(candKeys(cand, rule).flatMap((k) => byKey.get(k) ?? []));
         let linkedFrom: number | null = null;
@@ -226,6 +237,7 @@ export function searchTrace(
           break;
         }
         found.set(cand.id, { span: cand, linkedBy: rule, linkedFrom });
+        refused.delete(cand.id);
         next.push(cand);
       }
       if (truncated) break;

@@ -7,15 +7,20 @@ import type { StoredSpan } from '../api/records.ts';
 export interface TraceSource {
   /** Spans by row id. */
   byIds(ids: readonly number[]): StoredSpan[];
-  /** Spans whose `x_request_id_0` or `x_request_id_1` is one of `ids`. */
-  byXRequestIds(ids: readonly string[], limit: number): StoredSpan[];
-  byTraceIds(ids: readonly string[], limit: number): StoredSpan[];
-  /** Spans whose `span_id` is one of `ids`. */
-  bySpanIds(ids: readonly string[], limit: number): StoredSpan[];
-  /** Spans whose `parent_span_id` is one of `ids`. */
-  byParentSpanIds(ids: readonly string[], limit: number): StoredSpan[];
-  /** Spans whose `syscall_trace_id_request` or `_response` is one of `ids`. */
-  bySyscallTraceIds(ids: readonly number[], limit: number): StoredSpan[];
-  /** Spans whose `req_tcp_seq` is one of `seqs`. */
-  byReqTcpSeqs(seqs: readonly number[], limit: number): StoredSpan[];
+  /** The earliest span (lowest row id on ties) carrying this X-Request-ID / trace id. */
+  firstByXRequestId(id: string): number | null;
+  firstByTraceId(id: string): number | null;
+  // The lookups below return row ids only (served from the index alone): the search
+  // fetches whole rows just for ids it has not seen yet.
+  /** Rows whose `x_request_id_0` or `x_request_id_1` is one of `ids`. */
+  idsByXRequestIds(ids: readonly string[], limit: number): number[];
+  idsByTraceIds(ids: readonly string[], limit: number): number[];
+  /** Rows whose `span_id` is one of `ids`. */
+  idsBySpanIds(ids: readonly string[], limit: number): number[];
+  /** Rows whose `parent_span_id` is one of `ids`. */
+  idsByParentSpanIds(ids: readonly string[], limit: number): number[];
+  /** Rows whose `syscall_trace_id_request` or `_response` is one of `ids`. */
+  idsBySyscallTraceIds(ids: readonly number[], limit: number): number[];
+  /** Rows whose `req_tcp_seq` is one of `seqs`. */
+  idsByReqTcpSeqs(seqs: readonly number[], limit: number): number[];
 }

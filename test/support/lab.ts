@@ -144,7 +144,15 @@ export interface LoadSummary {
 /** Runs test/lab/load.mjs in the client namespace (bounded count and time). */
 export function runLoad(
   lab: Lab,
-  opts: { count: number; concurrency: number; out: string; timeLimitSec?: number; url?: string; extra?: string[] },
+  opts: {
+    count: number;
+    concurrency: number;
+    out: string;
+    timeLimitSec?: number;
+    url?: string;
+    mixFile?: string;
+    extra?: string[];
+  },
 ): Promise<LoadSummary> {
   return new Promise((resolve, reject) => {
     const child = spawn(
@@ -165,6 +173,7 @@ export function runLoad(
         opts.out,
         '--time-limit',
         String(opts.timeLimitSec ?? 60),
+        ...(opts.mixFile ? ['--mix', opts.mixFile] : []),
         ...(opts.extra ?? []),
       ],
       { stdio: ['ignore', 'pipe', 'inherit'] },
