@@ -25,7 +25,7 @@ use libbpf_rs::{Link, MapCore, MapFlags, RingBufferBuilder};
 use serde::Serialize;
 
 use crate::bpf::TapdeckSkelBuilder;
-use crate::bpf_tls::{TlsProgs, TlsSkelBuilder};
+use crate::bpf_tls::{TlsProgs, TlsSkel, TlsSkelBuilder};
 use crate::cli::{RunOptions, MAX_DURATION};
 use crate::event::{self, Event};
 use crate::frame::{FrameType, FrameWriter};
@@ -252,7 +252,7 @@ struct Capture<'a> {
 
 impl Capture<'_> {
     /// Brings the BPF `pids` map in line with /proc.
-    fn rescan(&mut self, pids_map: &dyn MapCore, tls_progs: &TlsProgs<'_>) {
+    fn rescan(&mut self, pids_map: &dyn MapCore, tls_progs: Option<&TlsProgs<'_>>) {
         let root = Path::new("/proc");
         let all = procs::list(root);
         let want = procs::select(&all, self.filter, std::process::id());
@@ -296,7 +296,9 @@ impl Capture<'_> {
                 continue;
             }
             self.traced.insert(entry.pid, info);
-            self.tls.scan(root, entry.pid, tls_progs);
+            if let Some(progs) = tls_progs {
+                self.tls.scan(root, entry.pid, progs);
+            }
         }
         // Inherited (forked) pids are traced by the kernel before their process
         // frame; their libssl is the parent's, already probed.
@@ -443,6 +445,28 @@ fn random_prefix() -> u32 {
     u32::from_ne_bytes(b)
 }
 
+/// Opens and loads the TLS object with the syscall object's `pids`, `events` and
+/// `counters` maps.
+fn load_tls<'obj>(
+    object: &'obj mut MaybeUninit<libbpf_rs::OpenObject>,
+    skel: &crate::bpf::TapdeckSkel<'_>,
+    max_payload: u32,
+) -> Result<TlsSkel<'obj>> {
+    let mut open = TlsSkelBuilder::default().open(object).context("opening the TLS BPF object")?;
+    open.maps.rodata_data.as_deref_mut().context("the TLS BPF object has no .rodata section")?.max_payload =
+        max_payload;
+    open.maps.pids.reuse_fd(skel.maps.pids.as_fd()).context("sharing the pids map with the TLS object")?;
+    open.maps
+        .events
+        .reuse_fd(skel.maps.events.as_fd())
+        .context("sharing the ring buffer with the TLS object")?;
+    open.maps
+        .counters
+        .reuse_fd(skel.maps.counters.as_fd())
+        .context("sharing the counters with the TLS object")?;
+    open.load().context("loading the TLS uprobe programs into the kernel (verifier output above)")
+}
+
 fn capture(opts: &RunOptions, filter: &Filter, out: &Out) -> Result<i32> {
     let start = Instant::now();
     let deadline = start + opts.duration.min(MAX_DURATION);
@@ -468,33 +492,16 @@ fn capture(opts: &RunOptions, filter: &Filter, out: &Out) -> Result<i32> {
     let skel = open.load().context("loading the BPF programs into the kernel (verifier output above)")?;
 
     // The OpenSSL uprobes: a second object sharing the pid filter, the ring
-    // buffer and the counters, attached per libssl file as processes show up.
+    // buffer and the counters, attached per libssl file as processes show up. A
+    // node where it cannot load (no uprobe support) still gets plain-socket spans.
     let mut tls_object = MaybeUninit::uninit();
-    let mut tls_open =
-        TlsSkelBuilder::default().open(&mut tls_object).context("opening the TLS BPF object")?;
-    tls_open
-        .maps
-        .rodata_data
-        .as_deref_mut()
-        .context("the TLS BPF object has no .rodata section")?
-        .max_payload = opts.max_payload;
-    tls_open
-        .maps
-        .pids
-        .reuse_fd(skel.maps.pids.as_fd())
-        .context("sharing the pids map with the TLS object")?;
-    tls_open
-        .maps
-        .events
-        .reuse_fd(skel.maps.events.as_fd())
-        .context("sharing the ring buffer with the TLS object")?;
-    tls_open
-        .maps
-        .counters
-        .reuse_fd(skel.maps.counters.as_fd())
-        .context("sharing the counters with the TLS object")?;
-    let tls_skel =
-        tls_open.load().context("loading the TLS uprobe programs into the kernel (verifier output above)")?;
+    let tls_skel = match load_tls(&mut tls_object, &skel, opts.max_payload) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            eprintln!("tapdeck-collector: TLS plaintext is off: {e:#}");
+            None
+        }
+    };
 
     let mut links: Vec<Link> = Vec::new();
     for prog in skel.object().progs_mut() {
@@ -576,7 +583,7 @@ fn capture(opts: &RunOptions, filter: &Filter, out: &Out) -> Result<i32> {
         warned_missing: false,
         tls: TlsProbes::default(),
     };
-    cap.rescan(&skel.maps.pids, &tls_skel.progs);
+    cap.rescan(&skel.maps.pids, tls_skel.as_ref().map(|t| &t.progs));
     {
         let mut w = lock(out);
         let _ = w.flush();
@@ -614,7 +621,7 @@ fn capture(opts: &RunOptions, filter: &Filter, out: &Out) -> Result<i32> {
             if next_tick < now {
                 next_tick = now + TICK;
             }
-            cap.rescan(&skel.maps.pids, &tls_skel.progs);
+            cap.rescan(&skel.maps.pids, tls_skel.as_ref().map(|t| &t.progs));
             read_kernel_counters(&skel.maps.counters, &counters);
             write_stats(out, &counters, start, false);
         }
