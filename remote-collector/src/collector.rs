@@ -25,7 +25,7 @@ use libbpf_rs::{Link, MapCore, MapFlags, RingBufferBuilder};
 use serde::Serialize;
 
 use crate::bpf::TapdeckSkelBuilder;
-use crate::bpf_tls::{TlsProgs, TlsSkelBuilder};
+use crate::bpf_tls::{TlsProgs, TlsSkel, TlsSkelBuilder};
 use crate::cli::{RunOptions, MAX_DURATION};
 use crate::event::{self, Event};
 use crate::frame::{FrameType, FrameWriter};
@@ -356,7 +356,7 @@ struct Capture<'a> {
 
 impl Capture<'_> {
     /// Brings the BPF `pids` map in line with /proc.
-    fn rescan(&mut self, pids_map: &dyn MapCore, tls_progs: &TlsProgs<'_>) {
+    fn rescan(&mut self, pids_map: &dyn MapCore, tls_progs: Option<&TlsProgs<'_>>) {
         let root = Path::new("/proc");
         let all = procs::list(root);
         let want = procs::select(&all, self.filter, std::process::id());
@@ -400,7 +400,9 @@ impl Capture<'_> {
                 continue;
             }
             self.traced.insert(entry.pid, info);
-            self.tls.scan(root, entry.pid, tls_progs);
+            if let Some(progs) = tls_progs {
+                self.tls.scan(root, entry.pid, progs);
+            }
         }
         // Inherited (forked) pids are traced by the kernel before their process
         // frame; their libssl is the parent's, already probed.
@@ -552,6 +554,28 @@ fn random_prefix() -> u32 {
     u32::from_ne_bytes(b)
 }
 
+/// Opens and loads the TLS object with the syscall object's `pids`, `events` and
+/// `counters` maps.
+fn load_tls<'obj>(
+    object: &'obj mut MaybeUninit<libbpf_rs::OpenObject>,
+    skel: &crate::bpf::TapdeckSkel<'_>,
+    max_payload: u32,
+) -> Result<TlsSkel<'obj>> {
+    let mut open = TlsSkelBuilder::default().open(object).context("opening the TLS BPF object")?;
+    open.maps.rodata_data.as_deref_mut().context("the TLS BPF object has no .rodata section")?.max_payload =
+        max_payload;
+    open.maps.pids.reuse_fd(skel.maps.pids.as_fd()).context("sharing the pids map with the TLS object")?;
+    open.maps
+        .events
+        .reuse_fd(skel.maps.events.as_fd())
+        .context("sharing the ring buffer with the TLS object")?;
+    open.maps
+        .counters
+        .reuse_fd(skel.maps.counters.as_fd())
+        .context("sharing the counters with the TLS object")?;
+    open.load().context("loading the TLS uprobe programs into the kernel (verifier output above)")
+}
+
 fn capture(
     opts: &RunOptions,
     filter: &Filter,
@@ -583,33 +607,16 @@ fn capture(
     let skel = open.load().context("loading the BPF programs into the kernel (verifier output above)")?;
 
     // The OpenSSL uprobes: a second object sharing the pid filter, the ring
-    // buffer and the counters, attached per libssl file as processes show up.
+    // buffer and the counters, attached per libssl file as processes show up. A
+    // node where it cannot load (no uprobe support) still gets plain-socket spans.
     let mut tls_object = MaybeUninit::uninit();
-    let mut tls_open =
-        TlsSkelBuilder::default().open(&mut tls_object).context("opening the TLS BPF object")?;
-    tls_open
-        .maps
-        .rodata_data
-        .as_deref_mut()
-        .context("the TLS BPF object has no .rodata section")?
-        .max_payload = opts.max_payload;
-    tls_open
-        .maps
-        .pids
-        .reuse_fd(skel.maps.pids.as_fd())
-        .context("sharing the pids map with the TLS object")?;
-    tls_open
-        .maps
-        .events
-        .reuse_fd(skel.maps.events.as_fd())
-        .context("sharing the ring buffer with the TLS object")?;
-    tls_open
-        .maps
-        .counters
-        .reuse_fd(skel.maps.counters.as_fd())
-        .context("sharing the counters with the TLS object")?;
-    let tls_skel =
-        tls_open.load().context("loading the TLS uprobe programs into the kernel (verifier output above)")?;
+    let tls_skel = match load_tls(&mut tls_object, &skel, opts.max_payload) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            eprintln!("tapdeck-collector: TLS plaintext is off: {e:#}");
+            None
+        }
+    };
 
     let mut links: Vec<Link> = Vec::new();
     // Without `s` in --signals nothing is attached: the loop below then only
@@ -693,7 +700,7 @@ fn capture(
         tls: TlsProbes::default(),
     };
     if opts.signals.syscalls {
-        cap.rescan(&skel.maps.pids, &tls_skel.progs);
+        cap.rescan(&skel.maps.pids, tls_skel.as_ref().map(|t| &t.progs));
     }
     {
         let mut w = lock(out);
@@ -733,7 +740,7 @@ fn capture(
                 next_tick = now + TICK;
             }
             if opts.signals.syscalls {
-                cap.rescan(&skel.maps.pids, &tls_skel.progs);
+                cap.rescan(&skel.maps.pids, tls_skel.as_ref().map(|t| &t.progs));
             }
             read_kernel_counters(&skel.maps.counters, &counters);
             write_stats(out, &counters, start, false, otlp);

@@ -416,6 +416,45 @@ mod tests {
         }
     }
 
+    /// A fake /proc with a Kong master (in a Docker container) and its worker.
+    #[test]
+    fn info_from_a_fixture_proc_tree() {
+        let root = std::env::temp_dir().join(format!("td-procs-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        let write = |pid: u32, cmd: &[&str], cgroup: &str| {
+            let d = root.join(pid.to_string());
+            fs::create_dir_all(d.join("ns")).unwrap();
+            let mut raw = cmd.join("\0").into_bytes();
+            raw.push(0);
+            fs::write(d.join("cmdline"), raw).unwrap();
+            fs::write(d.join("cgroup"), cgroup).unwrap();
+            std::os::unix::fs::symlink("/usr/local/openresty/nginx/sbin/nginx", d.join("exe")).unwrap();
+            std::os::unix::fs::symlink("net:[4026532001]", d.join("ns/net")).unwrap();
+        };
+        let cg = format!("12:pids:/docker/{ID}\n0::/docker/{ID}\n");
+        // nginx rewrites its argv into one string with spaces: that is what /proc shows.
+        write(
+            500,
+            &["nginx: master process /usr/local/openresty/nginx/sbin/nginx -p /usr/local/kong -c nginx.conf"],
+            &cg,
+        );
+        write(501, &["nginx: worker process"], &cg);
+        let master = info(&root, &p(500, 1, "nginx"));
+        let worker = info(&root, &p(501, 500, "nginx"));
+        fs::remove_dir_all(&root).unwrap();
+        for (i, pid, ppid) in [(&master, 500, 1), (&worker, 501, 500)] {
+            assert_eq!((i.pid, i.ppid), (pid, ppid));
+            assert_eq!(i.gateway, Some(Gateway::Kong), "pid {pid}");
+            assert_eq!(i.container_id.as_deref(), Some(ID));
+            assert_eq!(i.netns, Some(4026532001));
+            assert_eq!(i.exe.as_deref(), Some("/usr/local/openresty/nginx/sbin/nginx"));
+        }
+        assert_eq!(worker.cmdline, "nginx: worker process");
+        let json = serde_json::to_value(&master).unwrap();
+        assert_eq!(json["gateway"], "kong");
+        assert_eq!(json["container_id"], ID);
+    }
+
     #[test]
     fn reads_this_process() {
         let me = std::process::id();
