@@ -15,7 +15,7 @@ use std::os::fd::{AsFd, FromRawFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -745,7 +745,13 @@ fn capture(
             read_kernel_counters(&skel.maps.counters, &counters);
             write_stats(out, &counters, start, false, otlp);
         }
-        let mut w = lock(out);
+        // Never wait here for a writer (the OTLP receiver writes whole exports
+        // under this lock): when it is busy, flush on a later turn.
+        let mut w = match out.try_lock() {
+            Ok(w) => w,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => continue,
+        };
         let _ = w.flush_if_due(FLUSH_EVERY);
         if w.broken() {
             break Stop::StdoutClosed;

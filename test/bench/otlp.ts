@@ -81,7 +81,7 @@ const child = spawn(COLLECTOR_BIN, ['--signals', 'a', '--otlp-listen', '127.0.0.
 });
 let spanFrames = 0;
 let listen = '';
-const stats: { cpuUs: number; elapsedMs: number }[] = [];
+const stats: { cpuUs: number; elapsedMs: number; rss: number }[] = [];
 let pending: Buffer = Buffer.alloc(0);
 child.stdout.on('data', (d: Buffer) => {
   pending = pending.length ? Buffer.concat([pending, d]) : d;
@@ -99,6 +99,7 @@ child.stdout.on('data', (d: Buffer) => {
         stats.push({
           cpuUs: (body['cpu_user_us'] as number) + (body['cpu_sys_us'] as number),
           elapsedMs: body['elapsed_ms'] as number,
+          rss: body['rss_bytes'] as number,
         });
     }
     p += 8 + len;
@@ -173,6 +174,7 @@ async function phase(name: string, body: Buffer, contentType: string, gzip: bool
     `${name.padEnd(16)} ${String(framed).padStart(9)} spans in ${secs.toFixed(2)} s = ${Math.round(rate).toLocaleString('en')} spans/s ` +
       `(${(rate / BUDGET).toFixed(2)}× the 200k/s end-to-end budget); ` +
       `collector CPU ${((cpuSec / framed) * 1e6).toFixed(2)} µs/span, ${(cpuSec / wallSec).toFixed(2)} cores; ` +
+      `RSS ${(Math.max(...stats.slice(statsBefore).map((x) => x.rss)) / 1048576).toFixed(1)} MB (budget 50 MB); ` +
       `${exports} exports of ${payload.length} bytes, ${failures} refused`,
   );
 }

@@ -232,6 +232,15 @@ describe('request log in the browser (web mode)', () => {
       .poll(() => page.locator('.capture-form [role=alert]').textContent())
       .toBe('Enter the node to capture, as [user@]host[:port].');
 
+    // An OTLP receiver address the collector could not bind: said in the form, before any connection.
+    await page.getByLabel('Target').fill('nobody@127.0.0.1:1');
+    await page.getByLabel('OTLP receiver').fill('localhost:4318');
+    await start.click();
+    await expect
+      .poll(() => page.locator('.capture-form [role=alert]').textContent())
+      .toBe('"localhost:4318" is not an OTLP receiver address: write IP:PORT (e.g. 0.0.0.0:4318) or off.');
+    await page.getByLabel('OTLP receiver').fill('');
+
     // An identity file that does not exist: the core refuses before any connection
     // (only 127.0.0.1 would be contacted anyway) and says which file, in one sentence.
     const identity = join(dir, 'id_ed25519');

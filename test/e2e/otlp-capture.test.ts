@@ -16,7 +16,7 @@ import { curl, isRoot, LAB_OTLP_LISTEN, labDown, labUp, readUpstreamLog, type La
 const work = mkdtempSync(join(tmpdir(), 'td-e2e-otlp-'));
 
 describe('tapdeck capture --otlp-listen', () => {
-  it('refuses an address it cannot bind, with what to write instead', async () => {
+  it('refuses a host name where an address is needed, saying what to write', async () => {
     const r = await runCli(['capture', '--target', 'x@127.0.0.1', '--otlp-listen', 'localhost:4318', '--db', 'x.db']);
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(/--otlp-listen "localhost:4318" is not an address: write IP:PORT/);

@@ -4,7 +4,7 @@
 import { useMutation, useQueryClient } from '@tanstack/react-query';
 import { useState, type FormEvent } from 'react';
 import type { CaptureInfo, CaptureRequest } from '../../../main/api/contract.ts';
-import { parseDurationSec, parseList, splitTarget } from '../../../main/api/parse.ts';
+import { parseDurationSec, parseList, parseOtlpListen, splitTarget } from '../../../main/api/parse.ts';
 import { api } from '../api.ts';
 import { capturesQuery, upsertCapture } from '../queries.ts';
 
@@ -15,6 +15,8 @@ interface Fields {
   acceptNewHostKey: boolean;
   processes: string;
   duration: string;
+  /** The collector's OTLP receiver on the node; empty means its default (127.0.0.1:4318). */
+  otlpListen: string;
 }
 
 const STORAGE_KEY = 'tapdeck.captureForm';
@@ -25,6 +27,7 @@ const EMPTY: Fields = {
   acceptNewHostKey: false,
   processes: '',
   duration: '60s',
+  otlpListen: '',
 };
 
 // File paths and names only (never secrets); the accept-new-host-key choice is not
@@ -53,7 +56,11 @@ function toRequest(f: Fields): CaptureRequest | string {
   if (!splitTarget(target)) return `"${target}" is not a target: write it as [user@]host[:port], e.g. root@gw-1:22.`;
   const durationSec = f.duration.trim() === '' ? undefined : parseDurationSec(f.duration);
   if (durationSec === null) return `"${f.duration}" is not a duration: write it as 30s, 5m or 1h.`;
+  const otlpListen = f.otlpListen.trim() === '' ? undefined : parseOtlpListen(f.otlpListen);
+  if (otlpListen === null)
+    return `"${f.otlpListen}" is not an OTLP receiver address: write IP:PORT (e.g. 0.0.0.0:4318) or off.`;
   const req: CaptureRequest = { target, acceptNewHostKey: f.acceptNewHostKey };
+  if (otlpListen !== undefined) req.otlpListen = otlpListen;
   if (f.identity.trim()) req.identity = f.identity.trim();
   if (f.knownHosts.trim()) req.knownHosts = f.knownHosts.trim();
   const processes = parseList(f.processes);
@@ -177,6 +184,13 @@ export function CaptureForm({ active, latest }: { active: CaptureInfo | null; la
           {...bind('processes')}
         />
         <TextField label="Duration" name="duration" kind="duration" placeholder="60s" {...bind('duration')} />
+        <TextField
+          label="OTLP receiver"
+          name="otlpListen"
+          kind="otlp"
+          placeholder="127.0.0.1:4318"
+          {...bind('otlpListen')}
+        />
         <label
           className="field-check"
           title="Trust the node's host key on first connection and add it to known_hosts. A changed key is always refused."
