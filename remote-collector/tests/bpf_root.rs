@@ -11,7 +11,7 @@
 
 use std::io::{IoSlice, Read, Write};
 use std::mem::MaybeUninit;
-use std::net::{TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,7 @@ use tapdeck_collector::event::{decode, Direction, Event, Kind, Syscall};
 use tapdeck_collector::probe;
 
 const REQUEST: &[u8] = b"GET /root-test HTTP/1.1\r\nHost: localhost\r\nX-Request-ID: root-1\r\n\r\n";
+const DNS_SINK: &str = "127.77.0.53:53";
 const RESP_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 10000\r\n\r\n";
 
 fn main() {
@@ -38,7 +39,7 @@ fn main() {
     open.maps.rodata_data.as_deref_mut().expect("rodata").max_payload = 4096;
     let skel = open.load().expect("load (verifier)");
     let links: Vec<_> = skel.object().progs_mut().map(|p| p.attach().expect("attach")).collect();
-    assert_eq!(links.len(), 24);
+    assert_eq!(links.len(), 26);
     let me = std::process::id();
     skel.maps.pids.update(&me.to_ne_bytes(), &[1u8], MapFlags::ANY).expect("pids map");
 
@@ -78,6 +79,18 @@ fn main() {
     }
     server.join().expect("server thread");
     drop(c);
+
+    // --- UDP: only datagrams to or from port 53 are traced (DNS). A sink on a
+    // loopback address of its own takes them (so no ICMP error fails the sends);
+    // it is not traced: it reads nothing.
+    let sink = UdpSocket::bind(DNS_SINK).expect("bind a UDP sink on port 53 (root)");
+    let u = UdpSocket::bind("127.0.0.1:0").expect("udp bind");
+    u.send_to(b"dns-unconnected", DNS_SINK).expect("sendto :53");
+    u.send_to(b"not-dns", "127.0.0.1:9").expect("sendto :9");
+    let m = UdpSocket::bind("127.0.0.1:0").expect("udp bind");
+    m.connect(DNS_SINK).expect("udp connect");
+    send_two_datagrams(&m, b"mmsg-one", b"mmsg-two");
+    drop((u, m, sink));
 
     let deadline = Instant::now() + Duration::from_secs(2);
     while Instant::now() < deadline {
@@ -121,6 +134,26 @@ fn main() {
     let c_in = data(cli, Direction::Ingress);
     assert_eq!(c_in[0].tcp_seq, s_out[0].tcp_seq, "response sequence numbers agree");
 
+    let udp: Vec<&Event> = events.iter().filter(|e| e.kind == Kind::Data && e.udp).collect();
+    let payloads: Vec<&[u8]> = udp.iter().map(|e| &e.payload[..]).collect();
+    assert_eq!(
+        payloads,
+        vec![&b"dns-unconnected"[..], b"mmsg-one", b"mmsg-two"],
+        "UDP records: port 53 only"
+    );
+    assert_eq!(udp[0].syscall, Syscall::Sendto);
+    assert_eq!(udp[0].remote, ("127.77.0.53".parse().unwrap(), 53), "peer from sendto's address");
+    assert_eq!(
+        (udp[1].syscall, udp[1].total, udp[2].total),
+        (Syscall::Sendmsg, 8, 8),
+        "sendmmsg: one record per datagram"
+    );
+    assert_eq!(udp[1].remote.1, 53);
+    assert!(events
+        .iter()
+        .filter(|e| e.kind == Kind::Data)
+        .all(|e| e.udp || e.remote.1 == addr.port() || e.local.1 == addr.port()));
+
     let closes: Vec<u64> = events.iter().filter(|e| e.kind == Kind::Close).map(|e| e.sock).collect();
     assert!(closes.contains(&srv) && closes.contains(&cli), "close events for both sockets");
     assert!(events.iter().all(|e| e.tgid == me), "only this process is traced");
@@ -129,4 +162,23 @@ fn main() {
     let ringbuf_full: u64 = per_cpu.iter().map(|v| u64::from_ne_bytes(v[..8].try_into().unwrap())).sum();
     assert_eq!(ringbuf_full, 0);
     println!("bpf_root: ok ({} records)", events.len());
+}
+
+/// sendmmsg(2) of two datagrams on a connected UDP socket, as glibc's resolver does.
+fn send_two_datagrams(sock: &UdpSocket, a: &[u8], b: &[u8]) {
+    use std::os::fd::AsRawFd;
+    let mut iov = [
+        libc::iovec { iov_base: a.as_ptr() as *mut libc::c_void, iov_len: a.len() },
+        libc::iovec { iov_base: b.as_ptr() as *mut libc::c_void, iov_len: b.len() },
+    ];
+    // SAFETY: zeroed mmsghdr is valid (null name and control); the iovecs point at
+    // buffers that outlive the call.
+    let mut msgs: [libc::mmsghdr; 2] = unsafe { std::mem::zeroed() };
+    for (m, v) in msgs.iter_mut().zip(iov.iter_mut()) {
+        m.msg_hdr.msg_iov = v;
+        m.msg_hdr.msg_iovlen = 1;
+    }
+    // SAFETY: msgs holds two initialised headers.
+    let n = unsafe { libc::sendmmsg(sock.as_raw_fd(), msgs.as_mut_ptr(), 2, 0) };
+    assert_eq!(n, 2, "sendmmsg sent both datagrams");
 }

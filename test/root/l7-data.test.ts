@@ -209,6 +209,37 @@ describe.skipIf(!isRoot)('collector: DNS, Redis and PostgreSQL spans from lab cl
     }
   });
 
+  it("DNS through glibc's resolver: A and AAAA sent with one sendmmsg, as the server saw them", async () => {
+    writeFileSync(lab.LAB_DNS_LOG, '');
+    // tdlab-client's resolv.conf points at the lab DNS server. getaddrinfo without
+    // AI_ADDRCONFIG asks for A and AAAA at once: glibc sends both with one sendmmsg
+    // and reads the answers with recvfrom.
+    const py = (name: string) =>
+      `python3 -c "import socket,sys\ntry: print(sorted({a[4][0] for a in socket.getaddrinfo('${name}', 80, proto=socket.IPPROTO_TCP)}))\nexcept socket.gaierror as e: print('${name}', e.errno)"`;
+    const { out, spans } = await traced(lab, `${py('svca.tdlab.test')}; ${py('nope.tdlab.test')}`);
+    expect(out).toContain('198.18.0.30');
+    expect(out).toContain(`nope.tdlab.test ${-2}`); // EAI_NONAME
+    const server = readFileSync(lab.LAB_DNS_LOG, 'utf8')
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as { name: string; type: string; rcode: string });
+    const dns = spans.filter((s) => s['l7_protocol'] === 'DNS');
+    const key = (name: unknown, type: unknown, rcode: unknown) => `${String(name)} ${String(type)} ${String(rcode)}`;
+    const rcodeName = (c: unknown) => (c === 0 ? 'NOERROR' : c === 3 ? 'NXDOMAIN' : String(c));
+    expect(count(dns, (s) => key(s['request_resource'], s['request_type'], rcodeName(s['response_code'])))).toEqual(
+      count(server, (q) => key(q.name, q.type, q.rcode)),
+    );
+    expect(count(server, (q) => key(q.name, q.type, q.rcode))).toMatchObject({
+      'svca.tdlab.test A NOERROR': 1,
+      'svca.tdlab.test AAAA NOERROR': 1,
+      'nope.tdlab.test A NXDOMAIN': 1,
+      'nope.tdlab.test AAAA NXDOMAIN': 1,
+    });
+    for (const s of dns) {
+      expect(s).toMatchObject({ process_name: 'python3', l4_protocol: 'UDP', server_port: 53 });
+    }
+  });
+
   it('Redis: one span per command, one at a time and pipelined, errors included', async () => {
     const oneByOne = [
       'SET user:1 alice',

@@ -502,6 +502,80 @@ int tp_exit_sendfile(struct trace_event_raw_sys_exit *ctx)
 	return exit_data(ctx->ret, TD_SYS_SENDFILE);
 }
 
+/*
+ * sendmmsg(fd, msgvec, vlen, flags): glibc's resolver sends a name's A and AAAA
+ * queries in one call. Only UDP sockets to or from port 53 are followed; each
+ * datagram sent becomes its own record (syscall TD_SYS_SENDMSG, direction egress).
+ */
+#define TD_SYS_SENDMMSG_CALL 200 /* internal marker in `active`, never in a record */
+#define TD_MAX_MMSG 2
+
+SEC("tracepoint/syscalls/sys_enter_sendmmsg")
+int tp_enter_sendmmsg(struct trace_event_raw_sys_enter *ctx)
+{
+	return enter_data(ARG(ctx, 0), ARG(ctx, 1), ARG(ctx, 2), TD_SYS_SENDMMSG_CALL, TD_DIR_EGRESS, 0);
+}
+
+SEC("tracepoint/syscalls/sys_exit_sendmmsg")
+int tp_exit_sendmmsg(struct trace_event_raw_sys_exit *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct active_call *stored, call, dgram = {};
+	struct data_event *e;
+	struct sock *sk;
+	__u32 cap = max_payload, copied;
+	long ret = ctx->ret;
+	__u8 udp = 0;
+	int i;
+
+	stored = bpf_map_lookup_elem(&active, &id);
+	if (!stored)
+		return 0;
+	call = *stored;
+	bpf_map_delete_elem(&active, &id);
+	if (call.syscall != TD_SYS_SENDMMSG_CALL || ret <= 0)
+		return 0;
+	sk = inet_sock_of_fd(call.fd, &udp);
+	if (!sk || !udp)
+		return 0;
+	if (cap > TD_MAX_PAYLOAD)
+		cap = TD_MAX_PAYLOAD;
+	dgram.vectored = 1;
+#pragma unroll
+	for (i = 0; i < TD_MAX_MMSG; i++) {
+		struct mmsghdr m;
+
+		if (i >= ret || i >= call.len)
+			break;
+		if (bpf_probe_read_user(&m, sizeof(m), (void *)(call.buf + i * sizeof(m))))
+			break;
+		e = scratch_event();
+		if (!e)
+			break;
+		fill_socket(&e->hdr, sk);
+		fill_peer(&e->hdr, (__u64)m.msg_hdr.msg_name);
+		if (e->hdr.lport != DNS_PORT && e->hdr.rport != DNS_PORT)
+			continue;
+		e->hdr.enter_ns = call.enter_ns;
+		e->hdr.exit_ns = bpf_ktime_get_ns();
+		fill_task(&e->hdr);
+		e->hdr.fd = call.fd;
+		e->hdr.total = m.msg_len;
+		e->hdr.kind = TD_EV_DATA;
+		e->hdr.direction = TD_DIR_EGRESS;
+		e->hdr.syscall = TD_SYS_SENDMSG;
+		e->hdr.flags = 0;
+		e->hdr.udp = 1;
+		e->hdr.tcp_seq = 0;
+		dgram.buf = (__u64)m.msg_hdr.msg_iov;
+		dgram.len = m.msg_hdr.msg_iovlen;
+		copied = copy_vectored(e, &dgram, m.msg_len, cap);
+		e->hdr.copied = copied;
+		submit(e, copied);
+	}
+	return 0;
+}
+
 /* ---- socket lifecycle ------------------------------------------------------ */
 
 static __always_inline void emit_lifecycle(struct sock *sk, __s32 fd, __u64 enter_ns, __u8 kind,

@@ -41,7 +41,7 @@ enum td_syscall {
 	TD_SYS_RECVFROM = 5,
 	TD_SYS_SENDTO = 6,
 	TD_SYS_RECVMSG = 7,
-	TD_SYS_SENDMSG = 8,
+	TD_SYS_SENDMSG = 8, /* also each UDP datagram of a sendmmsg (DNS) */
 	TD_SYS_SENDFILE = 9, /* byte count only: the payload never passes through user memory */
 	TD_SYS_ACCEPT4 = 10,
 	TD_SYS_CONNECT = 11,
