@@ -27,6 +27,9 @@ export interface TraceNode {
   children: TraceNode[];
 }
 
+/** Nesting levels a Trace holds at most (see `Trace.beyondDepthLimit`). */
+export const MAX_TRACE_DEPTH = 1000;
+
 export interface TraceSkew {
   node: string;
   /** Added to this node's timestamps to put them on the start span's clock, µs. */
@@ -49,5 +52,11 @@ export interface Trace {
   conflicts: Record<string, number>;
   /** Spans found by the search but not placed in the start span's tree. */
   pruned: number;
+  /**
+   * Spans of the tree left out because they lie more than MAX_TRACE_DEPTH levels from
+   * the root shown (the tree is then cut around the start span, and `truncated` is
+   * true): deeper nesting cannot be serialised (JSON, structured clone). Usually 0.
+   */
+  beyondDepthLimit?: number;
   skew: TraceSkew[];
 }

@@ -4,7 +4,7 @@
 import { existsSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import type { RequestQuery } from '../api/contract.ts';
-import type { Trace, TraceNode, TraceStart } from '../api/trace.ts';
+import { MAX_TRACE_DEPTH, type Trace, type TraceNode, type TraceStart } from '../api/trace.ts';
 import { parseDurationSec, parseOtlpListen } from '../api/parse.ts';
 import { SPAN_FIELDS, type ResponseStatus, type StoredSpan } from '../api/records.ts';
 import { startCapture } from '../capture/session.ts';
@@ -231,6 +231,7 @@ export function formatTrace(t: Trace): string {
     `trace from span ${t.startSpanId}: ${t.spanCount} spans, ${ms(t.endUs - t.startUs)}, ${t.rounds} search rounds` +
       (t.truncated ? ' (stopped at a limit: the trace may be incomplete)' : '') +
       (t.pruned ? `, ${t.pruned} found but not in this tree` : '') +
+      (t.beyondDepthLimit ? `, ${t.beyondDepthLimit} left out beyond ${MAX_TRACE_DEPTH} levels` : '') +
       (conflicts ? `; links refused: ${conflicts}` : '') +
       (skewed.length ? `; clock skew corrected: ${skewed.join(', ')}` : ''),
   );

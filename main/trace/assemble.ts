@@ -3,7 +3,7 @@
 // result is the contract of main/api/trace.ts.
 
 import type { StoredSpan } from '../api/records.ts';
-import type { Trace, TraceNode, TraceStart } from '../api/trace.ts';
+import { MAX_TRACE_DEPTH, type Trace, type TraceNode, type TraceStart } from '../api/trace.ts';
 import { CodedError } from '../errors.ts';
 import { groupExchanges } from './exchanges.ts';
 import { nest, type Timed } from './nest.ts';
@@ -84,45 +84,64 @@ export function assembleTrace(source: TraceSource, start: TraceStart, options: A
   const groups = groupExchanges(spans, exOpts, (s) => timed.get(s.id)!.start);
   const { parent, cycles } = nest(timed, groups, { containToleranceUs: opts.syscallToleranceUs });
 
-  // The start span's tree; everything else is pruned.
-  let root = first.id;
-  for (let p = parent.get(root); p !== undefined; p = parent.get(root)) root = p;
+  // The start span's tree; everything else is pruned. A tree deeper than the depth
+  // limit is shown from at most half the limit above the start span, and cut below.
+  const path = [first.id];
+  for (let p = parent.get(first.id); p !== undefined; p = parent.get(p)) path.push(p);
+  const root = path[Math.min(path.length - 1, MAX_TRACE_DEPTH >> 1)]!;
+  const fullRoot = path[path.length - 1]!;
   const children = new Map<number, number[]>();
   for (const [c, p] of parent) {
     const l = children.get(p);
     if (l) l.push(c);
     else children.set(p, [c]);
   }
-  let count = 0;
+  const childrenAll = new Map([...children].map(([k, v]) => [k, [...v]]));
   let startUs = Infinity;
   let endUs = -Infinity;
-  const build = (id: number, depth: number): TraceNode => {
+  // Built without recursion: a trace may be as deep as the span limit.
+  const made = new Map<number, TraceNode>();
+  const order: number[] = [];
+  const todo: [number, number][] = [[root, 0]];
+  while (todo.length > 0) {
+    const [id, depth] = todo.pop()!;
     const f = search.found.get(id)!;
     const tm = timed.get(id)!;
-    count++;
+    order.push(id);
     startUs = Math.min(startUs, tm.start);
     endUs = Math.max(endUs, tm.end);
-    const kids = (children.get(id) ?? [])
-      .sort((a, b) => timed.get(a)!.start - timed.get(b)!.start || a - b)
-      .map((c) => build(c, depth + 1));
-    const busy = unionLength(
-      kids.map((k) => [k.renderStartUs, k.renderEndUs]),
-      tm.start,
-      tm.end,
-    );
-    return {
+    const kids = (children.get(id) ?? []).sort((x, y) => timed.get(x)!.start - timed.get(y)!.start || x - y);
+    children.set(id, kids);
+    made.set(id, {
       span: f.span,
       kind: KIND[f.span.signal_source],
       linkedBy: f.linkedBy,
       linkedFrom: f.linkedFrom,
       depth,
-      selfTimeUs: Math.max(0, tm.end - tm.start - busy),
+      selfTimeUs: 0,
       renderStartUs: tm.start,
       renderEndUs: tm.end,
-      children: kids,
-    };
-  };
-  const tree = build(root, 0);
+      children: [],
+    });
+    if (depth + 1 >= MAX_TRACE_DEPTH) children.set(id, []);
+    else for (let i = kids.length - 1; i >= 0; i--) todo.push([kids[i]!, depth + 1]);
+  }
+  for (const id of order) {
+    const n = made.get(id)!;
+    n.children = children.get(id)!.map((c) => made.get(c)!);
+    const busy = unionLength(
+      n.children.map((k) => [k.renderStartUs, k.renderEndUs]),
+      n.renderStartUs,
+      n.renderEndUs,
+    );
+    n.selfTimeUs = Math.max(0, n.renderEndUs - n.renderStartUs - busy);
+  }
+  const count = order.length;
+  // the whole start tree, to report what the depth limit left out
+  let inFullTree = 0;
+  for (const stack = [fullRoot]; stack.length > 0; inFullTree++)
+    for (const c of childrenAll.get(stack.pop()!) ?? []) stack.push(c);
+  const tree = made.get(root)!;
   const conflicts = { ...search.conflicts };
   if (cycles > 0) conflicts['cycle'] = (conflicts['cycle'] ?? 0) + cycles;
   return {
@@ -132,9 +151,10 @@ export function assembleTrace(source: TraceSource, start: TraceStart, options: A
     startUs,
     endUs,
     rounds: search.rounds,
-    truncated: search.truncated,
+    truncated: search.truncated || inFullTree > count,
     conflicts,
-    pruned: spans.length - count,
+    pruned: spans.length - inFullTree,
+    ...(inFullTree > count ? { beyondDepthLimit: inFullTree - count } : {}),
     skew: skewList(
       offsets,
       spans.map((s) => s.node),
