@@ -11,6 +11,9 @@ pub const DEFAULT_NAMES: [&str; 2] = ["nginx", "openresty"];
 pub const DEFAULT_MAX_PAYLOAD: u32 = 4096;
 /// Must match TD_MAX_PAYLOAD in src/bpf/tapdeck.h.
 pub const MAX_PAYLOAD_LIMIT: u32 = 8192;
+/// Bounds of `--max-header` (one HTTP/1.x header block, possibly over many syscalls).
+pub const MAX_HEADER_MIN: usize = 1024;
+pub const MAX_HEADER_MAX: usize = 1024 * 1024;
 
 pub const USAGE: &str = "\
 Usage: tapdeck-collector [OPTIONS]
@@ -26,6 +29,12 @@ Options:
                         descendants; repeatable (default: nginx, openresty)
   --duration D          stop after D: 30, 30s, 5m, 1h (default 5m, at most 1h)
   --max-payload BYTES   payload bytes copied per syscall, 1..=8192 (default 4096)
+  --max-header BYTES    longest HTTP/1.x header block parsed, over as many
+                        syscalls as it takes, 1024..=1048576 (default 16384)
+  --redact-header NAME  never ship this header's value (repeatable; Authorization,
+                        Cookie, Set-Cookie, Proxy-Authorization always are)
+  --capture-header NAME copy this header's value into span attributes
+                        (repeatable; redacted headers show as [REDACTED])
   --ignore-stdin        do not stop when stdin reaches EOF (manual runs)
   --probe               print a JSON report of kernel support and exit
                         (0: can run, 2: a requirement is missing)
@@ -40,6 +49,9 @@ pub struct RunOptions {
     pub duration: Duration,
     pub max_payload: u32,
     pub ignore_stdin: bool,
+    pub max_header: usize,
+    pub redact_headers: Vec<String>,
+    pub capture_headers: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +72,12 @@ pub enum CliError {
     ZeroDuration,
     #[error("invalid --max-payload {0:?}: give a byte count from 1 to {MAX_PAYLOAD_LIMIT}")]
     BadPayload(String),
+    #[error("invalid --max-header {0:?}: give a byte count from {MAX_HEADER_MIN} to {MAX_HEADER_MAX}")]
+    BadMaxHeader(String),
+    #[error(
+        "invalid header name {0:?}: give a name such as X-Api-Key (letters, digits and !#$%&'*+-.^_`|~)"
+    )]
+    BadHeaderName(String),
     #[error("invalid --process {0:?}: give a process name or a PID")]
     BadProcess(String),
     #[error("{0} (see --help)")]
@@ -101,6 +119,26 @@ fn parse_payload(s: &str) -> Result<u32, CliError> {
     }
 }
 
+fn parse_max_header(s: &str) -> Result<usize, CliError> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if (MAX_HEADER_MIN..=MAX_HEADER_MAX).contains(&n) => Ok(n),
+        _ => Err(CliError::BadMaxHeader(s.to_string())),
+    }
+}
+
+/// An HTTP field name (RFC 9110 token), at most 128 bytes.
+fn parse_header_name(s: &str) -> Result<String, CliError> {
+    let t = s.trim();
+    let ok = !t.is_empty()
+        && t.len() <= 128
+        && t.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if ok {
+        Ok(t.to_ascii_lowercase())
+    } else {
+        Err(CliError::BadHeaderName(s.to_string()))
+    }
+}
+
 pub fn parse_args<I>(args: I) -> Result<Command, CliError>
 where
     I: IntoIterator,
@@ -116,6 +154,9 @@ where
     let mut duration = DEFAULT_DURATION;
     let mut max_payload = DEFAULT_MAX_PAYLOAD;
     let mut ignore_stdin = false;
+    let mut max_header = crate::http::DEFAULT_MAX_HEADER;
+    let mut redact_headers = Vec::new();
+    let mut capture_headers = Vec::new();
     let mut mode = None;
     let usage = |e: lexopt::Error| CliError::Usage(e.to_string());
     while let Some(arg) = p.next().map_err(usage)? {
@@ -140,6 +181,18 @@ where
                 let v = p.value().map_err(usage)?.string().map_err(usage)?;
                 max_payload = parse_payload(&v)?;
             }
+            Long("max-header") => {
+                let v = p.value().map_err(usage)?.string().map_err(usage)?;
+                max_header = parse_max_header(&v)?;
+            }
+            Long("redact-header") => {
+                let v = p.value().map_err(usage)?.string().map_err(usage)?;
+                redact_headers.push(parse_header_name(&v)?);
+            }
+            Long("capture-header") => {
+                let v = p.value().map_err(usage)?.string().map_err(usage)?;
+                capture_headers.push(parse_header_name(&v)?);
+            }
             Long("ignore-stdin") => ignore_stdin = true,
             Long("probe") => mode = Some(Command::Probe),
             Long("version") | Short('V') => mode = Some(Command::Version),
@@ -153,7 +206,16 @@ where
     if names.is_empty() && pids.is_empty() {
         names = DEFAULT_NAMES.iter().map(|s| s.to_string()).collect();
     }
-    Ok(Command::Run(RunOptions { names, pids, duration, max_payload, ignore_stdin }))
+    Ok(Command::Run(RunOptions {
+        names,
+        pids,
+        duration,
+        max_payload,
+        ignore_stdin,
+        max_header,
+        redact_headers,
+        capture_headers,
+    }))
 }
 
 #[cfg(test)]
@@ -190,6 +252,43 @@ mod tests {
         assert_eq!(o.duration, DEFAULT_DURATION);
         assert_eq!(o.max_payload, 4096);
         assert!(!o.ignore_stdin);
+        assert_eq!(o.max_header, 16 * 1024);
+        assert!(o.redact_headers.is_empty() && o.capture_headers.is_empty());
+    }
+
+    #[test]
+    fn header_flags() {
+        let Command::Run(o) = parse_args([
+            "--max-header",
+            "65536",
+            "--redact-header",
+            "X-Api-Key",
+            "--redact-header",
+            "x-session",
+            "--capture-header",
+            "User-Agent",
+        ])
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(o.max_header, 65536);
+        assert_eq!(o.redact_headers, vec!["x-api-key", "x-session"]);
+        assert_eq!(o.capture_headers, vec!["user-agent"]);
+        for bad in ["1023", "2000000", "16k", ""] {
+            assert!(matches!(parse_args(["--max-header", bad]), Err(CliError::BadMaxHeader(_))), "{bad}");
+        }
+        for bad in ["", "X Api", "x:y", "é"] {
+            assert!(
+                matches!(parse_args(["--redact-header", bad]), Err(CliError::BadHeaderName(_))),
+                "{bad:?}"
+            );
+            assert!(
+                matches!(parse_args(["--capture-header", bad]), Err(CliError::BadHeaderName(_))),
+                "{bad:?}"
+            );
+        }
+        let e = parse_args(["--redact-header", "X Api"]).unwrap_err().to_string();
+        assert!(e.contains("give a name such as X-Api-Key"), "{e}");
     }
 
     #[test]

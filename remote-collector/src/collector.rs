@@ -96,6 +96,9 @@ struct Hello<'a> {
     // Additions (STREAM.md): how the run is configured.
     max_payload: u32,
     tracefs: &'a Tracefs,
+    /// Header values that never leave the node, and those copied into attributes.
+    redacted_headers: Vec<String>,
+    captured_headers: &'a [String],
 }
 
 #[derive(Serialize)]
@@ -128,6 +131,8 @@ pub fn write_hello(out: &Out, report: &Report, filter: &Filter, duration: Durati
     let caps: BTreeMap<&'static str, bool> = [
         ("ebpf_syscalls", report.can_run),
         ("http1", true),
+        ("http2", true),
+        ("grpc", true),
         ("ringbuf", report.ringbuf.unwrap_or(false)),
         ("btf", report.btf),
         ("sendfile_bytes", true),
@@ -152,6 +157,8 @@ pub fn write_hello(out: &Out, report: &Report, filter: &Filter, duration: Durati
         max_duration_s: duration.as_secs().min(MAX_DURATION.as_secs()),
         max_payload,
         tracefs: &report.tracefs,
+        redacted_headers: crate::redact::global().redacted_names(),
+        captured_headers: crate::redact::global().captured_names(),
     };
     let mut w = lock(out);
     if let Err(e) = w.write(FrameType::Hello, &hello) {
@@ -215,6 +222,7 @@ fn raise_memlock() {
 pub fn run(opts: RunOptions) -> i32 {
     let out = stdout_writer();
     let filter = Filter { names: opts.names.clone(), pids: opts.pids.clone() };
+    crate::redact::install(crate::redact::HeaderPolicy::new(&opts.redact_headers, &opts.capture_headers));
     // Before any thread exists (ensure_tracefs may unshare the mount namespace).
     let tracefs = probe::ensure_tracefs();
     let report = probe::check(&tracefs);
@@ -481,7 +489,7 @@ fn capture(opts: &RunOptions, filter: &Filter, out: &Out) -> Result<i32> {
         counters.clone(),
         SyscallTraceIds::new(random_prefix()),
         procs::lookup,
-        Limits::default(),
+        Limits { max_header: opts.max_header, ..Limits::default() },
     );
     let worker_handle = {
         let out = out.clone();

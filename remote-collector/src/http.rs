@@ -14,6 +14,8 @@ use std::collections::VecDeque;
 
 use thiserror::Error;
 
+use crate::redact::{self, HeaderPolicy};
+
 /// Default limit of one header block (start line + headers + blank line).
 pub const DEFAULT_MAX_HEADER: usize = 16 * 1024;
 const MAX_HEADERS: usize = 128;
@@ -78,6 +80,9 @@ pub struct Head {
     pub connection_close: bool,
     /// Length of the header block including the blank line.
     pub header_len: usize,
+    /// Headers asked for with `--capture-header` (lowercase name, value or
+    /// `[REDACTED]`), in order.
+    pub captured: Vec<(String, String)>,
 }
 
 impl Head {
@@ -631,6 +636,12 @@ fn precheck(buf: &[u8]) -> Result<(), ParseError> {
 
 /// Parses a complete header block.
 pub fn parse_head(buf: &[u8]) -> Result<Head, ParseError> {
+    parse_head_with(buf, redact::global())
+}
+
+/// `parse_head` under an explicit header policy: redacted headers never feed
+/// `host`, `x_request_id`, `traceparent` or `captured` with their values.
+pub fn parse_head_with(buf: &[u8], policy: &HeaderPolicy) -> Result<Head, ParseError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let (start, version, len, hdrs): (StartLine, u8, usize, &[httparse::Header<'_>]);
     if buf.starts_with(b"HTTP/") {
@@ -671,16 +682,27 @@ pub fn parse_head(buf: &[u8]) -> Result<Head, ParseError> {
         chunked: false,
         connection_close: version == 0,
         header_len: len,
+        captured: Vec::new(),
     };
+    let capturing = policy.captures_any();
     for h in hdrs {
         let name = h.name;
         let value = || String::from_utf8_lossy(h.value).trim().to_string();
+        if capturing && policy.captures(name) {
+            head.captured.push(policy.captured(name, h.value));
+        }
         if name.eq_ignore_ascii_case("host") {
-            head.host.get_or_insert_with(value);
+            if head.host.is_none() {
+                head.host = policy.field("host", value);
+            }
         } else if name.eq_ignore_ascii_case("x-request-id") {
-            head.x_request_id.get_or_insert_with(value);
+            if head.x_request_id.is_none() {
+                head.x_request_id = policy.field("x-request-id", value);
+            }
         } else if name.eq_ignore_ascii_case("traceparent") {
-            head.traceparent.get_or_insert_with(value);
+            if head.traceparent.is_none() {
+                head.traceparent = policy.field("traceparent", value);
+            }
         } else if name.eq_ignore_ascii_case("content-length") {
             let v = std::str::from_utf8(h.value)
                 .ok()
@@ -1221,5 +1243,33 @@ mod tests {
             }
             s.finish(99, &mut out);
         }
+    }
+
+    #[test]
+    fn sensitive_headers_never_reach_the_head() {
+        let policy = HeaderPolicy::new(
+            &["x-api-key".into(), "x-request-id".into()],
+            &["authorization".into(), "cookie".into(), "user-agent".into(), "x-api-key".into()],
+        );
+        let req = b"GET / HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer SECRET-1\r\nCookie: sid=SECRET-2\r\n\
+Proxy-Authorization: Basic SECRET-3\r\nX-Api-Key: SECRET-4\r\nX-Request-ID: SECRET-5\r\nUser-Agent: curl/8\r\n\r\n";
+        let head = parse_head_with(req, &policy).unwrap();
+        assert_eq!(
+            head.captured,
+            vec![
+                ("authorization".to_string(), "[REDACTED]".to_string()),
+                ("cookie".into(), "[REDACTED]".into()),
+                ("x-api-key".into(), "[REDACTED]".into()),
+                ("user-agent".into(), "curl/8".into()),
+            ]
+        );
+        assert_eq!(head.x_request_id, None, "redacted on request: the field stays empty");
+        assert_eq!(head.host.as_deref(), Some("h"));
+        assert!(!format!("{head:?}").contains("SECRET"), "{head:?}");
+        let resp = b"HTTP/1.1 200 OK\r\nSet-Cookie: sid=SECRET-6\r\nContent-Length: 0\r\n\r\n";
+        let head = parse_head_with(resp, &HeaderPolicy::new(&[], &["set-cookie".into()])).unwrap();
+        assert_eq!(head.captured, vec![("set-cookie".to_string(), "[REDACTED]".to_string())]);
+        // The default policy captures nothing at all.
+        assert!(parse_head(req).unwrap().captured.is_empty());
     }
 }

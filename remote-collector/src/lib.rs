@@ -14,6 +14,7 @@ pub mod http;
 pub mod l7;
 pub mod probe;
 pub mod procs;
+pub mod redact;
 pub mod span;
 pub mod stats;
 pub mod syscall_trace;

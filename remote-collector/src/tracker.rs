@@ -781,6 +781,8 @@ fn build_span(
         Some((t, s)) => (Some(t), Some(s)),
         None => (None, None),
     };
+    let attributes =
+        header_attributes(&req.head.captured, resp.as_ref().map_or(&[][..], |(r, _)| &r.head.captured[..]));
     let start_ns = req.meta.enter_ns;
     let (end_ns, code, exception, resp_len, resp_xrid, resp_trace, resp_seq) = match &resp {
         Some((r, len)) => {
@@ -855,8 +857,21 @@ fn build_span(
         resp_tcp_seq: resp_seq,
         app_service: None,
         app_instance: None,
-        attributes: None,
+        attributes,
     }
+}
+
+/// `attributes.headers` / `attributes.response_headers`: the headers asked for
+/// with `--capture-header`, as the header policy let them out.
+pub fn header_attributes(req: &[(String, String)], resp: &[(String, String)]) -> Option<serde_json::Value> {
+    let mut m = serde_json::Map::new();
+    if let Some(v) = crate::redact::to_json(req) {
+        m.insert("headers".into(), v);
+    }
+    if let Some(v) = crate::redact::to_json(resp) {
+        m.insert("response_headers".into(), v);
+    }
+    (!m.is_empty()).then_some(serde_json::Value::Object(m))
 }
 
 #[cfg(test)]
@@ -1422,5 +1437,233 @@ mod tests {
         let p = c.protocols();
         assert_eq!(p.errors["Toy"]["request_in_response_direction"], 1);
         assert_eq!(p.errors["Toy"]["response_in_request_direction"], 1);
+    }
+
+    fn h2_frame(ty: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let len = payload.len() as u32;
+        let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, ty, flags];
+        f.extend_from_slice(&stream.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+
+    #[test]
+    fn http2_preface_goes_to_the_http2_session_not_http1() {
+        let (mut t, c) = tracker();
+        let mut out = Vec::new();
+        let mut enc = loona_hpack::Encoder::new();
+        let mut req = crate::l7::http2::PREFACE.to_vec();
+        let block = enc.encode([
+            (&b":method"[..], &b"GET"[..]),
+            (b":path", b"/v1/items?x=1"),
+            (b":authority", b"svca"),
+            (b"x-request-id", b"rid-h2"),
+        ]);
+        req.extend(h2_frame(1, 0x5, 1, &block));
+        t.on_event(&lifecycle(UP_SOCK, Kind::Connect, 0), &mut out);
+        t.on_event(&ev(UP_SOCK, Direction::Egress, 1_000, 3, 500, &req), &mut out);
+        let mut senc = loona_hpack::Encoder::new();
+        let block = senc.encode([(&b":status"[..], &b"502"[..])]);
+        let mut resp = h2_frame(4, 0, 0, &[]);
+        resp.extend(h2_frame(1, 0x5, 1, &block));
+        t.on_event(&ev(UP_SOCK, Direction::Ingress, 4_000, 3, 900, &resp), &mut out);
+        assert_eq!(out.len(), 1);
+        let s = &out[0];
+        assert_eq!((s.l7_protocol, s.version, s.observation_point), ("HTTP2", "2", "c-p"));
+        assert_eq!(
+            (s.request_type.as_str(), s.request_resource.as_str(), s.endpoint.as_str()),
+            ("GET", "/v1/items?x=1", "/v1/items")
+        );
+        assert_eq!(s.request_domain.as_deref(), Some("svca"));
+        assert_eq!((s.response_code, s.response_status), (Some(502), "server_error"));
+        assert_eq!(s.response_exception.as_deref(), Some("Bad Gateway"));
+        assert_eq!(s.x_request_id_0.as_deref(), Some("rid-h2"));
+        assert_eq!(s.req_tcp_seq, 500 + 24, "the HEADERS frame follows the 24-byte preface");
+        assert_eq!(s.resp_tcp_seq, Some(900 + 9), "after the empty SETTINGS frame");
+        assert_eq!(s.duration_us, 3);
+        assert_eq!(c.protocols().spans["HTTP2"], 1);
+        assert_eq!(c.non_http_connections.load(Relaxed), 0);
+        assert_eq!(c.parse_error_count("not_http"), 0);
+    }
+
+    /// An HTTP/1.x conversation on one server socket: (direction, syscall bytes).
+    fn conversation() -> Vec<(Direction, Vec<u8>)> {
+        let i = Direction::Ingress;
+        let e = Direction::Egress;
+        vec![
+            // 100-continue: the interim response does not pair; the body follows it.
+            (i, b"PUT /up HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n".to_vec()),
+            (e, b"HTTP/1.1 100 Continue\r\n\r\n".to_vec()),
+            (i, b"hello".to_vec()),
+            (e, b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok".to_vec()),
+            // 103 Early Hints before the final response.
+            (i, b"GET /page HTTP/1.1\r\nHost: h\r\n\r\n".to_vec()),
+            (e, b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n".to_vec()),
+            (e, b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc".to_vec()),
+            // HEAD: Content-Length announced, no body follows.
+            (i, b"HEAD /big HTTP/1.1\r\nHost: h\r\n\r\n".to_vec()),
+            (e, b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n".to_vec()),
+            // 204 and 304 carry no body whatever their headers say.
+            (i, b"DELETE /x HTTP/1.1\r\nHost: h\r\n\r\nGET /cached HTTP/1.1\r\nHost: h\r\n\r\n".to_vec()),
+            (e, b"HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 304 Not Modified\r\nContent-Length: 50\r\n\r\n".to_vec()),
+            // Chunked response.
+            (i, b"GET /chunks HTTP/1.1\r\nHost: h\r\n\r\n".to_vec()),
+            (e, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n".to_vec()),
+            // WebSocket: after the 101 nothing on this socket is HTTP.
+            (
+                i,
+                b"GET /ws/chat HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nX-Request-ID: ws-1\r\n\r\n"
+                    .to_vec(),
+            ),
+            (e, b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n".to_vec()),
+            (i, b"\x81\x92GET / HTTP/1.1\r\n\r\n".to_vec()),
+            (e, b"\x81\x12HTTP/1.1 200 OK\r\n\r\n".to_vec()),
+            (i, b"GET /not-a-request HTTP/1.1\r\nHost: h\r\n\r\n".to_vec()),
+        ]
+    }
+
+    fn run_conversation(split: usize) -> (Vec<Span>, Arc<Counters>) {
+        let (mut t, c) = tracker();
+        let mut out = Vec::new();
+        t.on_event(&lifecycle(SRV_SOCK, Kind::Accept, 0), &mut out);
+        let mut n = 0u64;
+        for (dir, bytes) in conversation() {
+            for piece in bytes.chunks(split.max(1)) {
+                n += 1;
+                t.on_event(&ev(SRV_SOCK, dir, n * 100_000, 1, 0, piece), &mut out);
+            }
+        }
+        t.on_event(&lifecycle(SRV_SOCK, Kind::Close, (n + 1) * 100_000), &mut out);
+        (out, c)
+    }
+
+    /// (method, resource, code, request length, response length) per span.
+    type Summary = (String, String, Option<u16>, u64, Option<u64>);
+
+    fn summary(spans: &[Span]) -> Vec<Summary> {
+        spans
+            .iter()
+            .map(|s| {
+                (
+                    s.request_type.clone(),
+                    s.request_resource.clone(),
+                    s.response_code,
+                    s.request_length,
+                    s.response_length,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn http1_interim_head_no_body_chunked_and_websocket() {
+        let (out, c) = run_conversation(usize::MAX);
+        let got = summary(&out);
+        // Lengths straight from the fixture: each request with its body, each final
+        // response with its body (interim responses are not part of the exchange).
+        let conv = conversation();
+        let len = |k: usize| conv[k].1.len() as u64;
+        let want: Vec<Summary> = vec![
+            ("PUT".into(), "/up".into(), Some(201), len(0) + len(2), Some(len(3))),
+            ("GET".into(), "/page".into(), Some(200), len(4), Some(len(6))),
+            ("HEAD".into(), "/big".into(), Some(200), len(7), Some(len(8))),
+            ("DELETE".into(), "/x".into(), Some(204), 31, Some(27)),
+            ("GET".into(), "/cached".into(), Some(304), len(9) - 31, Some(len(10) - 27)),
+            ("GET".into(), "/chunks".into(), Some(200), len(11), Some(len(12))),
+            ("GET".into(), "/ws/chat".into(), Some(101), len(13), Some(len(14))),
+        ];
+        assert_eq!(b"DELETE /x HTTP/1.1\r\nHost: h\r\n\r\n".len(), 31);
+        assert_eq!(b"HTTP/1.1 204 No Content\r\n\r\n".len(), 27);
+        assert_eq!(got, want);
+        assert!(out.iter().all(|s| s.response_status == "ok" && s.response_exception.is_none()));
+        assert_eq!(out[6].x_request_id_0.as_deref(), Some("ws-1"));
+        // The 100 Continue does not end the exchange: time to first byte is the 201's.
+        // 100 µs per syscall: request at the 1st, 100 Continue at the 2nd, 201 at the 4th.
+        assert_eq!(out[0].duration_us, 300);
+        assert_eq!(c.parse_error_map().values().sum::<u64>(), 0, "{:?}", c.parse_error_map());
+        assert_eq!(c.non_http_connections.load(Relaxed), 0);
+        assert_eq!(c.response_without_request.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn http1_conversation_split_at_every_size_gives_the_same_spans() {
+        let whole = summary(&run_conversation(usize::MAX).0);
+        for split in [1, 2, 3, 5, 7, 13, 64] {
+            let (out, c) = run_conversation(split);
+            assert_eq!(summary(&out), whole, "split into {split}-byte reads");
+            assert_eq!(c.parse_error_map().values().sum::<u64>(), 0, "split {split}");
+        }
+    }
+
+    fn big_request(filler: usize) -> Vec<u8> {
+        let mut r = b"GET /large HTTP/1.1\r\nHost: h\r\n".to_vec();
+        for k in 0..filler {
+            r.extend(format!("X-Filler-{k}: {}\r\n", "f".repeat(1000)).as_bytes());
+        }
+        r.extend(b"X-Request-ID: after-the-filler\r\n\r\n");
+        r
+    }
+
+    #[test]
+    fn large_header_block_over_many_reads_up_to_the_limit() {
+        // 12 KB of headers in 1 KB reads: parsed whole under the 16 KiB default.
+        let req = big_request(12);
+        let (mut t, c) = tracker();
+        let mut out = Vec::new();
+        for (k, piece) in req.chunks(1024).enumerate() {
+            t.on_event(&ev(SRV_SOCK, Direction::Ingress, k as u64, 1, 0, piece), &mut out);
+        }
+        t.on_event(&ev(SRV_SOCK, Direction::Egress, 100, 1, 0, RESP), &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].x_request_id_0.as_deref(), Some("after-the-filler"));
+        assert_eq!(out[0].request_length, req.len() as u64);
+        assert_eq!(c.parse_error_count("header_too_large"), 0);
+
+        // Over a smaller --max-header: method and target survive, later headers do not.
+        let counters = Arc::new(Counters::default());
+        let mut t = Tracker::new(
+            Clock::from_offset_ns(0),
+            counters.clone(),
+            SyscallTraceIds::new(0),
+            |_| None,
+            Limits { max_header: 8 * 1024, ..Limits::default() },
+        );
+        let mut out = Vec::new();
+        for (k, piece) in req.chunks(1024).enumerate() {
+            t.on_event(&ev(SRV_SOCK, Direction::Ingress, k as u64, 1, 0, piece), &mut out);
+        }
+        t.on_event(&ev(SRV_SOCK, Direction::Egress, 100, 1, 0, RESP), &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!((out[0].request_type.as_str(), out[0].request_resource.as_str()), ("GET", "/large"));
+        assert_eq!(out[0].x_request_id_0, None);
+        assert_eq!(out[0].response_code, Some(200));
+        assert_eq!(counters.parse_error_count("header_too_large"), 1);
+    }
+
+    #[test]
+    fn garbage_and_truncated_http1_input() {
+        let (mut t, c) = tracker();
+        let mut out = Vec::new();
+        // A request cut short by the close: emitted once as unknown.
+        t.on_event(&ev(SRV_SOCK, Direction::Ingress, 0, 1, 0, b"GET /cut HTTP/1.1\r\nHost: h\r\n"), &mut out);
+        t.on_event(&lifecycle(SRV_SOCK, Kind::Close, 10), &mut out);
+        assert!(out.is_empty(), "no start line and headers complete: nothing to report");
+        // Garbage after a valid exchange is counted, and the next request still pairs.
+        t.on_event(&ev(UP_SOCK, Direction::Egress, 20, 1, 0, REQ), &mut out);
+        t.on_event(&ev(UP_SOCK, Direction::Ingress, 30, 1, 0, RESP), &mut out);
+        t.on_event(&ev(UP_SOCK, Direction::Ingress, 40, 1, 0, b"\x00\x01garbage\xff"), &mut out);
+        t.on_event(&ev(UP_SOCK, Direction::Egress, 50, 1, 0, REQ), &mut out);
+        t.on_event(&ev(UP_SOCK, Direction::Ingress, 60, 1, 0, RESP), &mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(c.parse_error_count("not_http"), 1);
+        // An oversized single syscall whose header block the cap cut: still a span.
+        let mut big = ev(UP_SOCK, Direction::Egress, 70, 1, 0, &big_request(20)[..4096]);
+        big.total = 30_000;
+        t.on_event(&big, &mut out);
+        t.on_event(&ev(UP_SOCK, Direction::Ingress, 80, 1, 0, RESP), &mut out);
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[2].request_resource, "/large");
+        assert_eq!(out[2].request_length, 30_000);
+        assert_eq!(c.parse_error_count("header_truncated"), 1);
     }
 }

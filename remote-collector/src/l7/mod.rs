@@ -3,6 +3,7 @@
 //! pairs the Requests and Responses it reports by key, and builds spans.
 
 pub mod dns;
+pub mod http2;
 pub mod postgres;
 pub mod redis;
 
@@ -105,6 +106,9 @@ pub fn detect(
             return Some(Box::new(dns::DnsSession::new()));
         }
         return None;
+    }
+    if let Some(s) = http2::detect(dir, data) {
+        return Some(s);
     }
     if postgres::looks_like_startup(data) {
         return Some(Box::new(postgres::PostgresSession::new(opener, true)));
