@@ -1644,6 +1644,31 @@ mod tests {
     }
 
     #[test]
+    fn l7_requests_of_an_evicted_or_exited_connection_are_emitted_once() {
+        let counters = Arc::new(Counters::default());
+        let mut t = Tracker::new(
+            Clock::from_offset_ns(0),
+            counters.clone(),
+            SyscallTraceIds::new(0),
+            |_| None,
+            Limits { max_connections: 1, ..Limits::default() },
+        )
+        .with_detector(toy_detect);
+        let mut out = Vec::new();
+        t.on_event(&ev(SRV_SOCK, Direction::Ingress, 0, 1, 0, b"Q 1 first\n"), &mut out);
+        t.on_event(&ev(UP_SOCK, Direction::Egress, 10, 1, 0, b"Q 1 second\n"), &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].request_resource, "first");
+        assert_eq!(out[0].response_exception.as_deref(), Some(WHY_EVICTED));
+        assert_eq!(counters.conn_table_full.load(Relaxed), 1);
+        t.process_exited(42, 20, &mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[1].response_exception.as_deref(), Some(WHY_EXITED));
+        t.finish(30, &mut out);
+        assert_eq!(out.len(), 2);
+    }
+
+    #[test]
     fn l7_same_key_pairs_first_in_first_out() {
         let (mut t, _) = toy_tracker(16);
         let mut out = Vec::new();

@@ -36,8 +36,10 @@ pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const FRAME_HEADER: usize = 9;
 /// Header block bytes (HEADERS + CONTINUATION) buffered for one block.
 pub const MAX_BLOCK: usize = 64 * 1024;
-/// Largest HPACK dynamic table a peer may ask for (size updates beyond it stop parsing).
-const MAX_TABLE: usize = 256 * 1024;
+/// Largest HPACK dynamic table a peer may ask for (size updates beyond it stop
+/// parsing). The protocol default is 4 KiB and common servers stay near it; the
+/// bound keeps two tables per connection small whatever a peer announces.
+pub const MAX_TABLE: usize = 64 * 1024;
 /// Streams with a request but no response yet, per connection.
 pub const MAX_STREAMS: usize = 1024;
 /// SETTINGS and RST_STREAM payloads larger than this are not HTTP/2 we can follow.
@@ -1296,5 +1298,35 @@ mod tests {
             resp.attributes,
             Some(serde_json::json!({"response_headers": {"set-cookie": "[REDACTED]"}}))
         );
+    }
+
+    #[test]
+    fn streaming_request_is_reported_when_its_response_starts() {
+        // A bidirectional gRPC stream: the server answers before the client ends
+        // its side. The request is reported with the bytes seen until then; the
+        // client's later messages are not counted, and the exchange still pairs.
+        let (mut ce, mut se) = (Encoder::new(), Encoder::new());
+        let mut c = Conn::server();
+        let mut client = client_start();
+        let block = hdrs(
+            &mut ce,
+            &[(":method", "POST"), (":path", "/lab.Chat/Talk"), ("content-type", "application/grpc")],
+        );
+        let headers = frame(HEADERS, END_HEADERS, 1, &block);
+        client.extend(&headers);
+        client.extend(frame(DATA, 0, 1, &[0, 0, 0, 0, 1, 9]));
+        c.feed(IN, &client);
+        assert!(c.requests().is_empty(), "the request has not ended yet");
+        c.feed(OUT, &frame(HEADERS, END_HEADERS, 1, &hdrs(&mut se, &[(":status", "200")])));
+        let reqs = c.requests();
+        assert_eq!(reqs.len(), 1);
+        assert_eq!(reqs[0].1.length, (headers.len() + 9 + 6) as u64);
+        c.feed(IN, &frame(DATA, END_STREAM, 1, &[0, 0, 0, 0, 1, 8]));
+        c.feed(OUT, &frame(DATA, 0, 1, &[0, 0, 0, 0, 1, 7]));
+        c.feed(OUT, &frame(HEADERS, END_HEADERS | END_STREAM, 1, &hdrs(&mut se, &[("grpc-status", "0")])));
+        assert_eq!(c.requests().len(), 1, "reported once");
+        let p = c.responses();
+        assert_eq!(p.len(), 1);
+        assert_eq!((p[0].1.code, p[0].1.status), (Some(0), "ok"));
     }
 }
