@@ -60,7 +60,7 @@ async function until(what: string, cond: () => boolean, ms = 15_000): Promise<vo
  * collector traces its pid (and so every process it starts); then the script runs.
  * Resolves with the script's stdout and the spans, once the collector has exited.
  */
-async function traced(lab: LabData, script: string): Promise<{ out: string; spans: Span[]; stats: Span }> {
+async function traced(lab: LabData, script: string): Promise<{ out: string; spans: Span[]; stats: Span; hello: Span }> {
   const client = spawn('ip', ['netns', 'exec', lab.LAB_CLIENT_NS, 'sh', '-c', `read go; ${script}`], {
     stdio: ['pipe', 'pipe', 'pipe'],
     cwd: APP_ROOT,
@@ -87,7 +87,8 @@ async function traced(lab: LabData, script: string): Promise<{ out: string; span
   expect(await col.exited, col.stderr).toBe(0);
   const spans = col.frames.filter((f) => f.type === 'span').map((f) => f.body);
   const stats = col.frames.filter((f) => f.type === 'stats').at(-1)?.body ?? {};
-  return { out, spans, stats };
+  const hello = col.frames.find((f) => f.type === 'hello')?.body ?? {};
+  return { out, spans, stats, hello };
 }
 
 function count<T>(items: T[], key: (t: T) => string): Record<string, number> {
@@ -163,7 +164,7 @@ describe.skipIf(!isRoot)('collector: DNS, Redis and PostgreSQL spans from lab cl
 
   it('DNS over UDP: one span per query, as the client and the server saw it', async () => {
     writeFileSync(lab.LAB_DNS_LOG, '');
-    const { out, spans, stats } = await traced(
+    const { out, spans, stats, hello } = await traced(
       lab,
       `${process.execPath} test/lab/dns-client.mjs --server ${lab.LAB_DATA_ADDR} --rounds 2`,
     );
@@ -173,6 +174,7 @@ describe.skipIf(!isRoot)('collector: DNS, Redis and PostgreSQL spans from lab cl
       .filter(Boolean)
       .map((l) => JSON.parse(l) as { name: string; type: string; rcode: string; answers: number });
     const dns = spans.filter((s) => s['l7_protocol'] === 'DNS');
+    expect(hello['capabilities']).toMatchObject({ dns: true, redis: true, postgresql: true });
     expect(client.results).toHaveLength(10);
     expect(server).toHaveLength(10);
     expect(dns, JSON.stringify(stats)).toHaveLength(10);
