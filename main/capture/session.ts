@@ -77,7 +77,13 @@ export async function startCapture(opts: CaptureOptions): Promise<CaptureHandle>
       `"${opts.otlpListen}" is not an OTLP receiver address: write IP:PORT (e.g. 127.0.0.1:4318 or 0.0.0.0:4318) or off.`,
     );
   }
-  const durationSec = Math.min(Math.max(1, opts.durationSec ?? DEFAULT_DURATION_SEC), MAX_DURATION_SEC);
+  if (opts.durationSec !== undefined && !(opts.durationSec <= MAX_DURATION_SEC)) {
+    throw new CodedError(
+      'invalid_duration',
+      `A capture runs for at most 1h (${MAX_DURATION_SEC} s), not ${opts.durationSec} s: capture in several runs of 1h or less.`,
+    );
+  }
+  const durationSec = Math.max(1, opts.durationSec ?? DEFAULT_DURATION_SEC);
   const startedAtUs = Date.now() * 1000;
   const t0 = performance.now();
   const id = await store.createCapture({ target: formatTarget(target), startedAtUs });
