@@ -18,6 +18,7 @@ import { parseOtlpListen } from '../api/parse.ts';
 import { CodedError } from '../errors.ts';
 import { checkProbe, probeNode, type NodeProbe } from '../deploy/probe.ts';
 import { FrameDecoder, type Frame } from '../ingest/frames.ts';
+import { LineJoiner } from './log-lines.ts';
 import { connect, formatTarget, parseTarget } from '../ssh/connect.ts';
 import type { Store } from '../store/store.ts';
 
@@ -169,6 +170,7 @@ export async function startCapture(opts: CaptureOptions): Promise<CaptureHandle>
   let fatal: string | null = null;
   let byeReason: string | null = null;
   let stderrTail = '';
+  const stderrLines = new LineJoiner();
   let stopRequested = false;
 
   let resolveStarted!: () => void;
@@ -277,12 +279,13 @@ export async function startCapture(opts: CaptureOptions): Promise<CaptureHandle>
   channel.stderr.on('data', (chunk: Buffer) => {
     const text = chunk.toString('utf8');
     stderrTail = (stderrTail + text).slice(-4000);
-    for (const line of text.split('\n')) if (line.trim()) log(`[collector] ${line.trim()}`);
+    for (const line of stderrLines.push(text)) log(`[collector] ${line.trim()}`);
   });
 
   const done = new Promise<CaptureInfo>((resolve) => {
     channel.on('close', (code: number | null, signal: string | null) => {
       void (async () => {
+        for (const line of stderrLines.end()) log(`[collector] ${line}`);
         flushSpans();
         if (spansEventTimer) clearTimeout(spansEventTimer);
         await store.flush();
