@@ -163,11 +163,12 @@ export async function untilReleased(
   held: Held,
   opts: { dirMustGo: boolean; timeoutMs: number; since?: number },
 ): Promise<number> {
-  const t0 = opts.since ?? performance.now();
+  const start = performance.now();
+  const t0 = opts.since ?? start;
   for (;;) {
     const left = leftovers(held, opts);
     if (left.length === 0) return performance.now() - t0;
-    if (performance.now() - t0 > opts.timeoutMs)
+    if (performance.now() - start > opts.timeoutMs)
       throw new Error(`after ${opts.timeoutMs} ms, still there: ${left.join('; ')}`);
     await new Promise((r) => setTimeout(r, 25));
   }
