@@ -18,6 +18,7 @@ import { parseOtlpListen } from '../api/parse.ts';
 import { CodedError } from '../errors.ts';
 import { checkProbe, probeNode, type NodeProbe } from '../deploy/probe.ts';
 import { FrameDecoder, type Frame } from '../ingest/frames.ts';
+import { LineJoiner } from './log-lines.ts';
 import { connect, formatTarget, parseTarget } from '../ssh/connect.ts';
 import type { Store } from '../store/store.ts';
 
@@ -77,7 +78,13 @@ export async function startCapture(opts: CaptureOptions): Promise<CaptureHandle>
       `"${opts.otlpListen}" is not an OTLP receiver address: write IP:PORT (e.g. 127.0.0.1:4318 or 0.0.0.0:4318) or off.`,
     );
   }
-  const durationSec = Math.min(Math.max(1, opts.durationSec ?? DEFAULT_DURATION_SEC), MAX_DURATION_SEC);
+  if (opts.durationSec !== undefined && !(opts.durationSec <= MAX_DURATION_SEC)) {
+    throw new CodedError(
+      'invalid_duration',
+      `A capture runs for at most 1h (${MAX_DURATION_SEC} s), not ${opts.durationSec} s: capture in several runs of 1h or less.`,
+    );
+  }
+  const durationSec = Math.max(1, opts.durationSec ?? DEFAULT_DURATION_SEC);
   const startedAtUs = Date.now() * 1000;
   const t0 = performance.now();
   const id = await store.createCapture({ target: formatTarget(target), startedAtUs });
@@ -163,6 +170,7 @@ export async function startCapture(opts: CaptureOptions): Promise<CaptureHandle>
   let fatal: string | null = null;
   let byeReason: string | null = null;
   let stderrTail = '';
+  const stderrLines = new LineJoiner();
   let stopRequested = false;
 
   let resolveStarted!: () => void;
@@ -271,12 +279,13 @@ export async function startCapture(opts: CaptureOptions): Promise<CaptureHandle>
   channel.stderr.on('data', (chunk: Buffer) => {
     const text = chunk.toString('utf8');
     stderrTail = (stderrTail + text).slice(-4000);
-    for (const line of text.split('\n')) if (line.trim()) log(`[collector] ${line.trim()}`);
+    for (const line of stderrLines.push(text)) log(`[collector] ${line.trim()}`);
   });
 
   const done = new Promise<CaptureInfo>((resolve) => {
     channel.on('close', (code: number | null, signal: string | null) => {
       void (async () => {
+        for (const line of stderrLines.end()) log(`[collector] ${line}`);
         flushSpans();
         if (spansEventTimer) clearTimeout(spansEventTimer);
         await store.flush();

@@ -7,7 +7,7 @@ import type { RequestQuery } from '../api/contract.ts';
 import { MAX_TRACE_DEPTH, type Trace, type TraceNode, type TraceStart } from '../api/trace.ts';
 import { parseDurationSec, parseOtlpListen } from '../api/parse.ts';
 import { SPAN_FIELDS, type ResponseStatus, type StoredSpan } from '../api/records.ts';
-import { startCapture } from '../capture/session.ts';
+import { MAX_DURATION_SEC, startCapture } from '../capture/session.ts';
 import { EventBus } from '../core/events.ts';
 import { VERSION } from '../paths.ts';
 import { Store } from '../store/store.ts';
@@ -34,6 +34,10 @@ const USAGE = `tapdeck ${VERSION}: capture a gateway node over SSH into one SQLi
 export function parseDuration(s: string): number {
   const sec = parseDurationSec(s);
   if (sec === null) throw new UsageError(`--duration "${s}" is not a duration: write e.g. 30s, 5m or 1h.`);
+  if (sec > MAX_DURATION_SEC)
+    throw new UsageError(
+      `--duration "${s}" is longer than the 1h maximum a capture may run: capture in several runs of 1h or less.`,
+    );
   return sec;
 }
 

@@ -2,9 +2,10 @@
 // tests. Root tests bring it up once per file and tear it down after.
 
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { APP_ROOT } from '../../main/paths.ts';
+import { bpfIdsHeldBy } from './node-state.ts';
 
 export const LAB_SCRIPT = join(APP_ROOT, 'test', 'lab', 'lab');
 export const COLLECTOR_BIN = join(APP_ROOT, 'remote-collector', 'target', 'release', 'tapdeck-collector');
@@ -192,10 +193,26 @@ export function runLoad(
   });
 }
 
-/** BPF programs currently loaded whose name says they are the collector's. */
+/**
+ * Names of the BPF programs that a running tapdeck process holds. Debian 12's
+ * bpftool lists no `pids`, so the holders are found through /proc/PID/fdinfo.
+ */
 export function loadedCollectorPrograms(): string[] {
   const r = spawnSync('bpftool', ['prog', 'list', '--json'], { encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`bpftool prog list failed: ${r.stderr}`);
-  const progs = JSON.parse(r.stdout) as { name?: string; pids?: { comm: string }[] }[];
-  return progs.filter((p) => p.pids?.some((x) => x.comm.startsWith('tapdeck'))).map((p) => p.name ?? '?');
+  const progs = JSON.parse(r.stdout) as { id: number; name?: string; pids?: { comm: string }[] }[];
+  const held = new Set<number>();
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    let comm: string;
+    try {
+      comm = readFileSync(`/proc/${d}/comm`, 'utf8');
+    } catch {
+      continue;
+    }
+    if (comm.startsWith('tapdeck')) for (const id of bpfIdsHeldBy(Number(d)).progIds) held.add(id);
+  }
+  return progs
+    .filter((p) => held.has(p.id) || p.pids?.some((x) => x.comm.startsWith('tapdeck')))
+    .map((p) => p.name ?? '?');
 }

@@ -21,6 +21,12 @@ describe('CLI arguments', () => {
     expect(parseDuration('1h')).toBe(3600);
     expect(() => parseDuration('soon')).toThrow(/write e.g. 30s/);
   });
+  it('refuses a capture longer than the 1h hard maximum, with what to do', () => {
+    expect(parseDuration('60m')).toBe(3600);
+    expect(() => parseDuration('2h')).toThrow(/"2h" is longer than the 1h maximum.*several runs of 1h or less/);
+    expect(() => parseDuration('3601')).toThrow(/longer than the 1h maximum/);
+    expect(() => parseDuration('61m')).toThrow(/longer than the 1h maximum/);
+  });
 });
 
 describe('shared input syntax (CLI and capture form)', () => {
