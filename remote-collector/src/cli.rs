@@ -26,6 +26,11 @@ Options:
                         descendants; repeatable (default: nginx, openresty)
   --duration D          stop after D: 30, 30s, 5m, 1h (default 5m, at most 1h)
   --max-payload BYTES   payload bytes copied per syscall, 1..=8192 (default 4096)
+  --signals LIST        what to capture, a comma list of: s (syscall S spans),
+                        n (packet N spans and L4 flows), a (OTLP A spans);
+                        default: all that this collector supports
+  --interfaces LIST     packet capture only on these interface names (comma
+                        list; default: every interface of every namespace)
   --ignore-stdin        do not stop when stdin reaches EOF (manual runs)
   --probe               print a JSON report of kernel support and exit
                         (0: can run, 2: a requirement is missing)
@@ -40,6 +45,35 @@ pub struct RunOptions {
     pub duration: Duration,
     pub max_payload: u32,
     pub ignore_stdin: bool,
+    pub signals: Signals,
+    pub interfaces: Vec<String>,
+}
+
+/// `--signals`: which span sources run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Signals {
+    pub s: bool,
+    pub n: bool,
+    pub a: bool,
+}
+
+impl Default for Signals {
+    fn default() -> Self {
+        Self { s: true, n: true, a: true }
+    }
+}
+
+fn parse_signals(v: &str) -> Result<Signals, CliError> {
+    let mut sig = Signals { s: false, n: false, a: false };
+    for part in v.split(',').map(str::trim) {
+        match part {
+            "s" => sig.s = true,
+            "n" => sig.n = true,
+            "a" => sig.a = true,
+            _ => return Err(CliError::BadSignals(v.to_string())),
+        }
+    }
+    Ok(sig)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +96,10 @@ pub enum CliError {
     BadPayload(String),
     #[error("invalid --process {0:?}: give a process name or a PID")]
     BadProcess(String),
+    #[error("invalid --signals {0:?}: give a comma list of s (syscall spans), n (packet spans and flows), a (OTLP spans), e.g. s,n")]
+    BadSignals(String),
+    #[error("invalid --interfaces {0:?}: give a comma list of interface names, e.g. eth0,lo")]
+    BadInterfaces(String),
     #[error("{0} (see --help)")]
     Usage(String),
 }
@@ -116,6 +154,8 @@ where
     let mut duration = DEFAULT_DURATION;
     let mut max_payload = DEFAULT_MAX_PAYLOAD;
     let mut ignore_stdin = false;
+    let mut signals = Signals::default();
+    let mut interfaces = Vec::new();
     let mut mode = None;
     let usage = |e: lexopt::Error| CliError::Usage(e.to_string());
     while let Some(arg) = p.next().map_err(usage)? {
@@ -140,6 +180,19 @@ where
                 let v = p.value().map_err(usage)?.string().map_err(usage)?;
                 max_payload = parse_payload(&v)?;
             }
+            Long("signals") => {
+                let v = p.value().map_err(usage)?.string().map_err(usage)?;
+                signals = parse_signals(&v)?;
+            }
+            Long("interfaces") => {
+                let v = p.value().map_err(usage)?.string().map_err(usage)?;
+                for name in v.split(',').map(str::trim) {
+                    if name.is_empty() || name.len() > 15 || name.contains('/') {
+                        return Err(CliError::BadInterfaces(v.clone()));
+                    }
+                    interfaces.push(name.to_string());
+                }
+            }
             Long("ignore-stdin") => ignore_stdin = true,
             Long("probe") => mode = Some(Command::Probe),
             Long("version") | Short('V') => mode = Some(Command::Version),
@@ -153,7 +206,7 @@ where
     if names.is_empty() && pids.is_empty() {
         names = DEFAULT_NAMES.iter().map(|s| s.to_string()).collect();
     }
-    Ok(Command::Run(RunOptions { names, pids, duration, max_payload, ignore_stdin }))
+    Ok(Command::Run(RunOptions { names, pids, duration, max_payload, ignore_stdin, signals, interfaces }))
 }
 
 #[cfg(test)]
@@ -223,5 +276,20 @@ mod tests {
         assert!(matches!(parse_args(["--bogus"]), Err(CliError::Usage(_))));
         assert!(matches!(parse_args(["--duration"]), Err(CliError::Usage(_))));
         assert!(matches!(parse_args(["--process", ""]), Err(CliError::BadProcess(_))));
+    }
+
+    #[test]
+    fn signals_and_interfaces() {
+        let Command::Run(o) = parse_args(["--signals", "s,n", "--interfaces", "eth0, lo"]).unwrap() else {
+            panic!()
+        };
+        assert_eq!(o.signals, Signals { s: true, n: true, a: false });
+        assert_eq!(o.interfaces, vec!["eth0", "lo"]);
+        let Command::Run(o) = parse_args(Vec::<String>::new()).unwrap() else { panic!() };
+        assert_eq!(o.signals, Signals::default());
+        assert!(o.interfaces.is_empty());
+        assert!(matches!(parse_args(["--signals", "s,x"]), Err(CliError::BadSignals(_))));
+        assert!(matches!(parse_args(["--signals", ""]), Err(CliError::BadSignals(_))));
+        assert!(matches!(parse_args(["--interfaces", "eth0,,lo"]), Err(CliError::BadInterfaces(_))));
     }
 }

@@ -28,6 +28,7 @@ use crate::bpf::TapdeckSkelBuilder;
 use crate::cli::{RunOptions, MAX_DURATION};
 use crate::event::{self, Event};
 use crate::frame::{FrameType, FrameWriter};
+use crate::packet::capture::{PacketCapture, PacketCounters, PacketOptions};
 use crate::probe::{self, Report, Tracefs};
 use crate::procs::{self, Filter, ProcessInfo};
 use crate::span::Span;
@@ -132,8 +133,8 @@ pub fn write_hello(out: &Out, report: &Report, filter: &Filter, duration: Durati
         ("btf", report.btf),
         ("sendfile_bytes", true),
         ("fork_follow", true),
-        ("flows", false),
-        ("packets", false),
+        ("flows", true),
+        ("packets", true),
         ("otel", false),
         ("tls", false),
     ]
@@ -321,8 +322,24 @@ fn read_kernel_counters(map: &dyn MapCore, counters: &Counters) {
     counters.inflight_table_full.store(read(CNT_ACTIVE_FULL), Relaxed);
 }
 
-fn write_stats(out: &Out, counters: &Counters, start: Instant, is_final: bool) {
+fn write_stats(
+    out: &Out,
+    counters: &Counters,
+    packets: Option<&PacketCounters>,
+    start: Instant,
+    is_final: bool,
+) {
     let frame = StatsFrame::collect(counters, own_usage(), start.elapsed().as_millis() as u64, is_final);
+    let mut frame = serde_json::to_value(frame).unwrap_or_default();
+    if let (Some(p), Some(obj)) = (packets, frame.as_object_mut()) {
+        // Packet capture (STREAM.md): its own counters and its drop reasons.
+        if let Some(drops) = obj.get_mut("drops").and_then(|d| d.as_object_mut()) {
+            for (k, v) in p.drops() {
+                drops.insert(k.to_string(), v.into());
+            }
+        }
+        obj.insert("packets".into(), serde_json::to_value(p.stats()).unwrap_or_default());
+    }
     let mut w = lock(out);
     let _ = w.write(FrameType::Stats, &frame);
     if is_final {
@@ -461,7 +478,8 @@ fn capture(opts: &RunOptions, filter: &Filter, out: &Out) -> Result<i32> {
     let skel = open.load().context("loading the BPF programs into the kernel (verifier output above)")?;
 
     let mut links: Vec<Link> = Vec::new();
-    for prog in skel.object().progs_mut() {
+    // `--signals` without `s`: the syscall programs are loaded but not attached.
+    for prog in skel.object().progs_mut().filter(|_| opts.signals.s) {
         let name = prog.name().to_string_lossy().into_owned();
         let link = prog.attach().with_context(|| format!("attaching {name}"))?;
         links.push(link);
@@ -539,7 +557,22 @@ fn capture(opts: &RunOptions, filter: &Filter, out: &Out) -> Result<i32> {
         traced: BTreeMap::new(),
         warned_missing: false,
     };
-    cap.rescan(&skel.maps.pids);
+    if opts.signals.s {
+        cap.rescan(&skel.maps.pids);
+    }
+    let packet_stop = Arc::new(AtomicBool::new(false));
+    let packets = if opts.signals.n {
+        let popts = PacketOptions { interfaces: opts.interfaces.clone(), max_payload: opts.max_payload };
+        let pc = PacketCapture::start(popts, out.clone(), packet_stop.clone(), random_prefix())?;
+        eprintln!(
+            "tapdeck-collector: capturing packets in {} network namespaces",
+            pc.counters.namespaces.load(Relaxed)
+        );
+        Some(pc)
+    } else {
+        None
+    };
+    let packet_counters = packets.as_ref().map(|p| p.counters.clone());
     {
         let mut w = lock(out);
         let _ = w.flush();
@@ -564,6 +597,10 @@ fn capture(opts: &RunOptions, filter: &Filter, out: &Out) -> Result<i32> {
         if stdin_closed.load(Relaxed) {
             break Stop::StdinClosed;
         }
+        if packets.as_ref().is_some_and(|p| p.is_finished()) {
+            runtime_error = Some(anyhow::anyhow!("the packet capture thread stopped unexpectedly"));
+            break Stop::Error;
+        }
         if worker_handle.is_finished() {
             runtime_error = Some(anyhow::anyhow!("the span worker stopped unexpectedly"));
             break Stop::Error;
@@ -577,9 +614,11 @@ fn capture(opts: &RunOptions, filter: &Filter, out: &Out) -> Result<i32> {
             if next_tick < now {
                 next_tick = now + TICK;
             }
-            cap.rescan(&skel.maps.pids);
+            if opts.signals.s {
+                cap.rescan(&skel.maps.pids);
+            }
             read_kernel_counters(&skel.maps.counters, &counters);
-            write_stats(out, &counters, start, false);
+            write_stats(out, &counters, packet_counters.as_deref(), start, false);
         }
         let mut w = lock(out);
         let _ = w.flush_if_due(FLUSH_EVERY);
@@ -599,6 +638,12 @@ fn capture(opts: &RunOptions, filter: &Filter, out: &Out) -> Result<i32> {
     );
     let _ = rb.consume();
     read_kernel_counters(&skel.maps.counters, &counters);
+    packet_stop.store(true, Relaxed);
+    if let Some(p) = packets {
+        if !p.join() && runtime_error.is_none() {
+            runtime_error = Some(anyhow::anyhow!("the packet capture thread panicked"));
+        }
+    }
     let _ = tx.send(Msg::Shutdown { now_ns: Clock::now_mono_ns() });
     drop(cap);
     drop(tx);
@@ -611,7 +656,7 @@ fn capture(opts: &RunOptions, filter: &Filter, out: &Out) -> Result<i32> {
     if let Some(e) = &runtime_error {
         write_error(out, "runtime", format!("{e:#}"), Vec::new());
     }
-    write_stats(out, &counters, start, true);
+    write_stats(out, &counters, packet_counters.as_deref(), start, true);
     {
         let mut w = lock(out);
         let reason = if runtime_error.is_some() { Stop::Error } else { stop };

@@ -11,6 +11,7 @@ pub mod collector;
 pub mod event;
 pub mod frame;
 pub mod http;
+pub mod packet;
 pub mod probe;
 pub mod procs;
 pub mod span;
