@@ -3,7 +3,7 @@
 // preload, the web bridge and the renderer's client are all derived from it.
 // This file must stay free of Node and Electron imports: the renderer imports it.
 
-import type { ResponseStatus, StoredSpan } from './records.ts';
+import type { ResponseStatus, StoredFlow, StoredSpan } from './records.ts';
 
 export interface CaptureRequest {
   /** `[user@]host[:port]` */
@@ -16,6 +16,11 @@ export interface CaptureRequest {
   processes?: string[];
   /** Seconds. */
   durationSec?: number;
+  /**
+   * What the collector captures (its `--signals`): `s` syscall S spans, `n` packet N
+   * spans and L4 flows, `a` OTLP A spans. Default: `['s']`.
+   */
+  signals?: string[];
 }
 
 export type CaptureState = 'connecting' | 'deploying' | 'running' | 'stopping' | 'done' | 'failed';
@@ -67,6 +72,25 @@ export interface RequestPage {
   total: number;
 }
 
+export interface FlowQuery {
+  captureId?: number;
+  observationPoints?: string[];
+  interface?: string;
+  /** Client or server address. */
+  ip?: string;
+  /** Client or server port. */
+  port?: number;
+  closeReason?: string;
+  fromUs?: number;
+  toUs?: number;
+  limit?: number;
+}
+
+export interface FlowPage {
+  rows: StoredFlow[];
+  total: number;
+}
+
 export interface AppInfo {
   version: string;
   dbPath: string;
@@ -80,6 +104,7 @@ export interface ApiCalls {
   'capture:stop': (req: { id: number }) => Promise<CaptureInfo>;
   'capture:list': () => Promise<CaptureInfo[]>;
   'requests:query': (q: RequestQuery) => Promise<RequestPage>;
+  'flows:query': (q: FlowQuery) => Promise<FlowPage>;
 }
 
 /** Events the core pushes to every renderer. */
@@ -97,6 +122,7 @@ export const CHANNELS = [
   'capture:stop',
   'capture:list',
   'requests:query',
+  'flows:query',
 ] as const satisfies readonly Channel[];
 
 export const EVENT_NAMES = ['capture:updated', 'spans:added'] as const satisfies readonly EventName[];

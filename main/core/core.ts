@@ -41,6 +41,7 @@ export async function createCore(opts: CoreOptions): Promise<Core> {
     },
     'capture:list': () => store.listCaptures(),
     'requests:query': (q) => store.querySpans(q),
+    'flows:query': (q) => store.queryFlows(q),
   };
 
   return {

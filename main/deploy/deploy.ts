@@ -104,6 +104,8 @@ export async function uploadCollector(client: Client, probe: NodeProbe): Promise
 export interface CollectorArgs {
   processes: string[];
   durationSec: number;
+  /** The collector's `--signals` list (s, n, a); absent: the collector's default. */
+  signals?: string[];
 }
 
 /**
@@ -114,6 +116,7 @@ export interface CollectorArgs {
 export function collectorScript(d: Deployment, probe: NodeProbe, args: CollectorArgs): string {
   const parts = [shq(d.binary), '--duration', `${Math.max(1, Math.round(args.durationSec))}s`];
   for (const p of args.processes) parts.push('--process', shq(p));
+  if (args.signals?.length) parts.push('--signals', shq(args.signals.join(',')));
   const run = (probe.privilege === 'root' ? '' : 'sudo -n ') + parts.join(' ');
   // SIGPIPE is ignored so that the shell, writing to a dropped channel (e.g. dash's
   // report that sudo died of SIGHUP), cannot be killed before its EXIT trap runs.
