@@ -1,16 +1,18 @@
-//! Compiles src/bpf/tapdeck.bpf.c with clang and generates its libbpf-rs skeleton
-//! (`$OUT_DIR/tapdeck.skel.rs`). The skeleton is never committed.
+//! Compiles the BPF programs with clang and generates their libbpf-rs skeletons:
+//! src/bpf/tapdeck.bpf.c (syscalls) → `$OUT_DIR/tapdeck.skel.rs`, src/bpf/net.bpf.c
+//! (socket lifecycle) → `$OUT_DIR/net.skel.rs`. Skeletons are never committed.
 
 use std::env;
 use std::path::PathBuf;
 
 use libbpf_cargo::SkeletonBuilder;
 
-const SRC: &str = "src/bpf/tapdeck.bpf.c";
+const SOURCES: [(&str, &str); 2] =
+    [("src/bpf/tapdeck.bpf.c", "tapdeck.skel.rs"), ("src/bpf/net.bpf.c", "net.skel.rs")];
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
-    let out = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR")).join("tapdeck.skel.rs");
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));
     let arch = env::var("CARGO_CFG_TARGET_ARCH").expect("CARGO_CFG_TARGET_ARCH");
     let vmlinux_dir = manifest_dir.join("src/bpf/vmlinux").join(&arch);
     if !vmlinux_dir.join("vmlinux.h").exists() {
@@ -22,18 +24,20 @@ fn main() {
         );
     }
 
-    SkeletonBuilder::new()
-        .source(manifest_dir.join(SRC))
-        .clang_args([
-            "-Wall".into(),
-            "-Werror".into(),
-            "-I".into(),
-            manifest_dir.join("src/bpf").into_os_string(),
-            "-I".into(),
-            vmlinux_dir.into_os_string(),
-        ])
-        .build_and_generate(&out)
-        .expect("building src/bpf/tapdeck.bpf.c (see the clang output above)");
+    for (src, skel) in SOURCES {
+        SkeletonBuilder::new()
+            .source(manifest_dir.join(src))
+            .clang_args([
+                "-Wall".into(),
+                "-Werror".into(),
+                "-I".into(),
+                manifest_dir.join("src/bpf").into_os_string(),
+                "-I".into(),
+                vmlinux_dir.clone().into_os_string(),
+            ])
+            .build_and_generate(out_dir.join(skel))
+            .unwrap_or_else(|e| panic!("building {src} (see the clang output above): {e}"));
+    }
 
     println!("cargo:rerun-if-changed=src/bpf");
 }

@@ -22,7 +22,7 @@ const USAGE = `tapdeck ${VERSION}: capture a gateway node over SSH into one SQLi
   tapdeck requests --db FILE [--method M] [--path TEXT] [--domain HOST] [--status ok|client_error|server_error|timeout|unknown]
                    [--code N | --min-code N --max-code N] [--x-request-id ID] [--min-duration MS]
                    [--observation-point s-p|c-p|...] [--capture ID] [--json] [--limit N]
-  tapdeck flows    --db FILE [--observation-point c|s|c-nd|s-nd|local|rest ...] [--interface NAME] [--ip ADDR]
+  tapdeck flows    --db FILE [--observation-point c|s|c-nd|s-nd|local|rest|c-p|s-p ...] [--interface NAME] [--ip ADDR]
                    [--port N] [--close-reason fin|client_reset|server_reset|idle|capture_end] [--capture ID]
                    [--json] [--limit N]
   tapdeck serve    [--db FILE] [--port N]

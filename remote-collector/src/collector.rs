@@ -28,6 +28,7 @@ use crate::bpf::TapdeckSkelBuilder;
 use crate::cli::{RunOptions, MAX_DURATION};
 use crate::event::{self, Event};
 use crate::frame::{FrameType, FrameWriter};
+use crate::kflows::KernelFlows;
 use crate::packet::capture::{PacketCapture, PacketCounters, PacketOptions};
 use crate::probe::{self, Report, Tracefs};
 use crate::procs::{self, Filter, ProcessInfo};
@@ -573,6 +574,10 @@ fn capture(opts: &RunOptions, filter: &Filter, out: &Out) -> Result<i32> {
         None
     };
     let packet_counters = packets.as_ref().map(|p| p.counters.clone());
+    let kernel_flows = match &packet_counters {
+        Some(c) => Some(KernelFlows::start(out.clone(), packet_stop.clone(), c.clone(), random_prefix())?),
+        None => None,
+    };
     {
         let mut w = lock(out);
         let _ = w.flush();
@@ -597,8 +602,11 @@ fn capture(opts: &RunOptions, filter: &Filter, out: &Out) -> Result<i32> {
         if stdin_closed.load(Relaxed) {
             break Stop::StdinClosed;
         }
-        if packets.as_ref().is_some_and(|p| p.is_finished()) {
-            runtime_error = Some(anyhow::anyhow!("the packet capture thread stopped unexpectedly"));
+        if packets.as_ref().is_some_and(|p| p.is_finished())
+            || kernel_flows.as_ref().is_some_and(|k| k.is_finished())
+        {
+            runtime_error =
+                Some(anyhow::anyhow!("the packet capture or kernel flow thread stopped unexpectedly"));
             break Stop::Error;
         }
         if worker_handle.is_finished() {
@@ -642,6 +650,11 @@ fn capture(opts: &RunOptions, filter: &Filter, out: &Out) -> Result<i32> {
     if let Some(p) = packets {
         if !p.join() && runtime_error.is_none() {
             runtime_error = Some(anyhow::anyhow!("the packet capture thread panicked"));
+        }
+    }
+    if let Some(k) = kernel_flows {
+        if !k.join() && runtime_error.is_none() {
+            runtime_error = Some(anyhow::anyhow!("the kernel flow thread panicked"));
         }
     }
     let _ = tx.send(Msg::Shutdown { now_ns: Clock::now_mono_ns() });

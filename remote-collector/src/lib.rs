@@ -6,11 +6,17 @@ pub mod bpf {
     include!(concat!(env!("OUT_DIR"), "/tapdeck.skel.rs"));
 }
 
+pub mod bpf_net {
+    //! The skeleton of src/bpf/net.bpf.c (socket lifecycle, signal `n`).
+    include!(concat!(env!("OUT_DIR"), "/net.skel.rs"));
+}
+
 pub mod cli;
 pub mod collector;
 pub mod event;
 pub mod frame;
 pub mod http;
+pub mod kflows;
 pub mod packet;
 pub mod probe;
 pub mod procs;

@@ -178,7 +178,7 @@ describe.skipIf(!isRoot)('packet capture on the lab (root)', () => {
   });
 
   it('gives each connection flows whose bytes are what curl sent and received', () => {
-    const flows = bodies(run, 'flow');
+    const flows = bodies(run, 'flow').filter((f) => f['signal_source'] === 'packet');
     const clientNs = nsByName.get('tdlab-client');
     for (const c of sent) {
       const fs = flows.filter((f) => f['client_port'] === c.localPort && f['server_port'] === 80);
@@ -201,5 +201,37 @@ describe.skipIf(!isRoot)('packet capture on the lab (root)', () => {
     for (const f of rst) {
       expect(f).toMatchObject({ close_reason: 'server_reset', rst_rx: 1, byte_tx: 0, byte_rx: 0 });
     }
+  });
+
+  it('gives each connection a process-side flow at each end from kernel socket events', () => {
+    const flows = bodies(run, 'flow').filter((f) => f['signal_source'] === 'ebpf');
+    const at = (name: string) => nsByName.get(name);
+    for (const c of sent) {
+      const mine = flows.filter((f) => f['client_port'] === c.localPort && f['server_port'] === 80);
+      const client = mine.filter((f) => f['observation_point'] === 'c-p' && f['netns'] === at('tdlab-client'));
+      const server = mine.filter((f) => f['observation_point'] === 's-p' && f['netns'] === at('tdlab-gw'));
+      // one record when it opened, the final one when the socket closed
+      expect(client.map((f) => f['final'])).toEqual([false, true]);
+      expect(server.map((f) => f['final'])).toEqual([false, true]);
+      for (const f of [client[1]!, server[1]!]) {
+        expect(f, `${String(f['observation_point'])} flow of ${c.xrid}`).toMatchObject({
+          client_ip: '198.18.0.10',
+          server_ip: lab.LAB_GW_ADDR,
+          byte_tx: c.sent,
+          byte_rx: c.received,
+          close_reason: 'fin',
+          rst_tx: 0,
+          rst_rx: 0,
+          interface: null,
+        });
+        expect(f['srtt_us'] as number).toBeGreaterThan(0);
+        expect(f['flow_id']).toBe(f === client[1] ? client[0]!['flow_id'] : server[0]!['flow_id']);
+      }
+      expect(client[1]!['connect_latency_us'] as number).toBeGreaterThan(0);
+    }
+    const refusedFlow = flows.find(
+      (f) => f['server_port'] === 81 && f['observation_point'] === 'c-p' && f['netns'] === at('tdlab-client'),
+    );
+    expect(refusedFlow).toMatchObject({ final: true, close_reason: 'server_reset', rst_rx: 1, byte_tx: 0 });
   });
 });

@@ -68,6 +68,11 @@ pub struct PacketCounters {
     pub namespaces: AtomicU64,
     pub sockets: AtomicU64,
     pub socket_errors: AtomicU64,
+    // Process-side flows from socket events (kflows.rs).
+    pub kflow_records: AtomicU64,
+    pub kflow_ringbuf_full: AtomicU64,
+    pub kflow_table_full: AtomicU64,
+    pub kflow_decode_error: AtomicU64,
 }
 
 /// The `packets` object of a `stats` frame.
@@ -82,6 +87,7 @@ pub struct PacketStats {
     pub namespaces: u64,
     pub sockets: u64,
     pub http_parse_errors: u64,
+    pub socket_flow_records_sent: u64,
 }
 
 impl PacketCounters {
@@ -96,6 +102,7 @@ impl PacketCounters {
             namespaces: self.namespaces.load(Relaxed),
             sockets: self.sockets.load(Relaxed),
             http_parse_errors: self.parse_errors.load(Relaxed),
+            socket_flow_records_sent: self.kflow_records.load(Relaxed),
         }
     }
 
@@ -109,6 +116,9 @@ impl PacketCounters {
             ("packet_pending_overflow", self.pending_overflow.load(Relaxed)),
             ("packet_response_without_request", self.response_without_request.load(Relaxed)),
             ("packet_socket_error", self.socket_errors.load(Relaxed)),
+            ("socket_flow_ringbuf_full", self.kflow_ringbuf_full.load(Relaxed)),
+            ("socket_flow_table_full", self.kflow_table_full.load(Relaxed)),
+            ("socket_flow_decode_error", self.kflow_decode_error.load(Relaxed)),
         ]
         .into_iter()
         .collect()

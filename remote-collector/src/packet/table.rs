@@ -91,7 +91,8 @@ pub struct FlowRecord {
     pub signal_source: &'static str,
     pub observation_point: &'static str,
     pub netns: u64,
-    pub interface: String,
+    /// Null for process-side flows (kflows.rs).
+    pub interface: Option<String>,
     pub client_ip: String,
     pub client_port: u16,
     pub server_ip: String,
@@ -684,7 +685,7 @@ fn record<T: Topology>(f: &Flow, key: &Key, topo: &T, close: Option<&'static str
         signal_source: "packet",
         observation_point: topo.observation_point(&key.tap, c.0, s.0),
         netns: key.tap.netns,
-        interface: topo.interface_name(&key.tap).to_string(),
+        interface: Some(topo.interface_name(&key.tap).to_string()),
         client_ip: c.0.to_string(),
         client_port: c.1,
         server_ip: s.0.to_string(),
