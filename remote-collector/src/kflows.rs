@@ -21,12 +21,17 @@ use thiserror::Error;
 use crate::bpf_net::NetSkelBuilder;
 use crate::frame::FrameType;
 use crate::packet::capture::{Out, PacketCounters};
+use crate::packet::netns::{self, DiagTcp};
 use crate::packet::table::FlowRecord;
 use crate::tracker::Clock;
 
 pub const EVENT_SIZE: usize = 144;
 const KIND_OPEN: u32 = 1;
 const KIND_CLOSE: u32 = 2;
+/// Not from the kernel: a periodic update built from sock_diag's tcp_info.
+const KIND_UPDATE: u32 = 3;
+/// How often live socket flows get an update record.
+const UPDATE_EVERY: Duration = Duration::from_secs(5);
 const AF_INET: u8 = 2;
 
 // include/net/tcp_states.h
@@ -159,10 +164,23 @@ pub fn payload_bytes(ev: &KflowEvent) -> (u64, u64) {
     (acked, received)
 }
 
+#[derive(Debug, Clone)]
+struct Live {
+    id: u64,
+    start_ns: u64,
+    netns: u32,
+    local: (IpAddr, u16),
+    remote: (IpAddr, u16),
+    active: bool,
+    connect_us: u32,
+    /// Counters of the last record, so unchanged flows are not re-sent.
+    last: (u64, u64, u32, u32),
+}
+
 /// Turns socket events into flow records. Pure: no kernel access.
 pub struct KflowTable {
     clock: Clock,
-    live: HashMap<u64, (u64, u64)>,
+    live: HashMap<u64, Live>,
     id_prefix: u64,
     next_id: u64,
 }
@@ -178,20 +196,86 @@ impl KflowTable {
         }
     }
 
+    /// Namespaces that hold live flows (for the periodic sock_diag updates).
+    pub fn live_netns(&self) -> std::collections::BTreeSet<u32> {
+        self.live.values().map(|l| l.netns).collect()
+    }
+
+    /// Update records of the live flows of `netns` whose counters moved, from the
+    /// namespace's sock_diag dump.
+    pub fn updates(&mut self, netns: u32, socks: &[DiagTcp], now_ns: u64) -> Vec<FlowRecord> {
+        type Tuple = ((IpAddr, u16), (IpAddr, u16));
+        let by_tuple: HashMap<Tuple, &DiagTcp> = socks.iter().map(|d| ((d.local, d.remote), d)).collect();
+        let mut evs = Vec::new();
+        for (sk, l) in self.live.iter().filter(|(_, l)| l.netns == netns) {
+            let Some(d) = by_tuple.get(&(l.local, l.remote)) else { continue };
+            if l.last == (d.bytes_acked, d.bytes_received, d.segs_in, d.segs_out) {
+                continue;
+            }
+            evs.push(KflowEvent {
+                ts_ns: now_ns,
+                start_ns: l.start_ns,
+                sk: *sk,
+                bytes_received: d.bytes_received,
+                bytes_acked: d.bytes_acked,
+                kind: KIND_UPDATE,
+                netns,
+                pid: 0,
+                connect_us: l.connect_us,
+                srtt_us: d.rtt_us,
+                segs_in: d.segs_in,
+                segs_out: d.segs_out,
+                total_retrans: d.total_retrans,
+                retrans: 0,
+                rst_sent: 0,
+                rst_recv: 0,
+                local: l.local,
+                remote: l.remote,
+                active: l.active,
+                oldstate: d.state,
+            });
+        }
+        evs.iter().map(|e| self.on_event(e)).collect()
+    }
+
     pub fn on_event(&mut self, ev: &KflowEvent) -> FlowRecord {
+        let start = if ev.start_ns != 0 { ev.start_ns } else { ev.ts_ns };
+        let counters = (ev.bytes_acked, ev.bytes_received, ev.segs_in, ev.segs_out);
         let (id, start_ns) = match ev.kind {
             KIND_OPEN => {
                 self.next_id += 1;
-                let v =
-                    (self.id_prefix | self.next_id, if ev.start_ns != 0 { ev.start_ns } else { ev.ts_ns });
-                self.live.insert(ev.sk, v);
+                let l = Live {
+                    id: self.id_prefix | self.next_id,
+                    start_ns: start,
+                    netns: ev.netns,
+                    local: ev.local,
+                    remote: ev.remote,
+                    active: ev.active,
+                    connect_us: ev.connect_us,
+                    last: counters,
+                };
+                let v = (l.id, l.start_ns);
+                self.live.insert(ev.sk, l);
                 v
             }
-            _ => self.live.remove(&ev.sk).unwrap_or_else(|| {
-                // Opened before the capture (or never established): a flow of its own.
-                self.next_id += 1;
-                (self.id_prefix | self.next_id, if ev.start_ns != 0 { ev.start_ns } else { ev.ts_ns })
-            }),
+            KIND_UPDATE => match self.live.get_mut(&ev.sk) {
+                Some(l) => {
+                    l.last = counters;
+                    (l.id, l.start_ns)
+                }
+                None => {
+                    self.next_id += 1;
+                    (self.id_prefix | self.next_id, start)
+                }
+            },
+            _ => match self.live.remove(&ev.sk) {
+                Some(l) => (l.id, l.start_ns),
+                None => {
+                    // Opened before the capture (or never established): a flow of its own.
+                    self.next_id += 1;
+                    (self.id_prefix | self.next_id, start)
+                }
+            },
         };
         let closing = ev.kind == KIND_CLOSE;
         let (client, server) = if ev.active { (ev.local, ev.remote) } else { (ev.remote, ev.local) };
@@ -354,22 +438,43 @@ fn run(
             let _ = w.write(FrameType::Flow, &r);
         }
     };
-    let mut drain = |records: &mut Vec<FlowRecord>| {
+    let drain = |table: &mut KflowTable, records: &mut Vec<FlowRecord>| {
         for ev in pending.borrow_mut().drain(..) {
             records.push(table.on_event(&ev));
+            counters.kflow_records.fetch_add(1, Relaxed);
         }
-        counters.kflow_records.fetch_add(records.len() as u64, Relaxed);
     };
+    let mut last_update = std::time::Instant::now();
     while !stop.load(Relaxed) {
         let _ = rb.poll(Duration::from_millis(100));
-        drain(&mut records);
+        drain(&mut table, &mut records);
+        if last_update.elapsed() >= UPDATE_EVERY {
+            last_update = std::time::Instant::now();
+            let live = table.live_netns();
+            if !live.is_empty() {
+                let paths = netns::list();
+                for ns in live {
+                    let Some((path, _)) = paths.get(&(ns as u64)) else { continue };
+                    match netns::in_netns(path, netns::tcp_sockets) {
+                        Ok(socks) => {
+                            let ups = table.updates(ns, &socks, Clock::now_mono_ns());
+                            counters.kflow_records.fetch_add(ups.len() as u64, Relaxed);
+                            records.extend(ups);
+                        }
+                        Err(_) => {
+                            counters.kflow_diag_errors.fetch_add(1, Relaxed);
+                        }
+                    }
+                }
+            }
+        }
         write(&mut records);
         counters.kflow_ringbuf_full.store(read_counter(&skel.maps.net_counters, 0), Relaxed);
         counters.kflow_table_full.store(read_counter(&skel.maps.net_counters, 1), Relaxed);
     }
     drop(links);
     let _ = rb.consume();
-    drain(&mut records);
+    drain(&mut table, &mut records);
     write(&mut records);
     counters.kflow_ringbuf_full.store(read_counter(&skel.maps.net_counters, 0), Relaxed);
     counters.kflow_table_full.store(read_counter(&skel.maps.net_counters, 1), Relaxed);
@@ -446,6 +551,39 @@ mod tests {
         assert_eq!((s.client_ip.as_str(), s.client_port, s.server_port), ("198.18.0.10", 40000, 80));
         assert_eq!((s.byte_tx, s.byte_rx, s.retrans_rx, s.connect_latency_us), (107, 304, 1, None));
         assert_eq!(s.close_reason, Some("fin"));
+    }
+
+    #[test]
+    fn periodic_updates_from_sock_diag() {
+        let mut t = KflowTable::new(Clock::from_offset_ns(0), 5);
+        let open = t.on_event(&decode(&raw(true, KIND_OPEN, TCP_SYN_SENT)).unwrap());
+        assert_eq!(t.live_netns().into_iter().collect::<Vec<_>>(), vec![4026532178]);
+        let d = DiagTcp {
+            local: ("198.18.0.10".parse().unwrap(), 40000),
+            remote: ("198.18.0.20".parse().unwrap(), 80),
+            state: TCP_ESTABLISHED,
+            bytes_acked: 1 + 5000,
+            bytes_received: 12000,
+            segs_out: 9,
+            segs_in: 12,
+            rtt_us: 300,
+            total_retrans: 0,
+        };
+        let other = DiagTcp { local: ("198.18.0.10".parse().unwrap(), 1), ..d.clone() };
+        let ups = t.updates(4026532178, &[other, d.clone()], 3_000_000_000);
+        assert_eq!(ups.len(), 1);
+        let u = &ups[0];
+        assert_eq!((u.flow_id, u.is_final, u.close_reason), (open.flow_id, false, None));
+        assert_eq!((u.byte_tx, u.byte_rx, u.packet_tx, u.packet_rx), (5000, 12000, 9, 12), "SYN not counted");
+        assert_eq!((u.srtt_us, u.connect_latency_us, u.end_time_us), (Some(300), Some(63), 3_000_000));
+        assert!(
+            t.updates(4026532178, std::slice::from_ref(&d), 4_000_000_000).is_empty(),
+            "nothing moved: no record"
+        );
+        assert!(t.updates(1, &[d], 4_000_000_000).is_empty(), "another namespace");
+        let c = t.on_event(&decode(&raw(true, KIND_CLOSE, TCP_FIN_WAIT2)).unwrap());
+        assert_eq!(c.flow_id, open.flow_id);
+        assert!(t.live_netns().is_empty());
     }
 
     #[test]

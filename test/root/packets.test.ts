@@ -79,6 +79,7 @@ describe.skipIf(!isRoot)('packet capture on the lab (root)', () => {
   let run: Run;
   const sent: (CurlCounts & { xrid: string; path: string })[] = [];
   let refused: CurlCounts;
+  let keptAlivePort: number;
   let nsByName: Map<string, number>;
 
   beforeAll(async () => {
@@ -96,6 +97,25 @@ describe.skipIf(!isRoot)('packet capture on the lab (root)', () => {
       expect(c.code).toBe(200);
       sent.push({ ...c, xrid, path });
     }
+    // One keep-alive connection that lives past an update period (5 s): two requests 6 s apart.
+    const script = `const http = require('node:http');
+      const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+      const get = () => new Promise((ok, ko) => http.get('${lab.LAB_GW_URL}/api/kept', { agent }, (r) => {
+        const port = r.socket.localPort; r.resume(); r.on('end', () => ok(port));
+      }).on('error', ko));
+      (async () => { const p = await get(); await new Promise((r) => setTimeout(r, 6500)); await get();
+        console.log(p); agent.destroy(); })();`;
+    // Asynchronously: a blocked event loop would stop reading the collector's stdout.
+    const ka = await new Promise<{ stdout: string; stderr: string }>((resolve) => {
+      const child = spawn('ip', ['netns', 'exec', lab.LAB_CLIENT_NS, process.execPath, '-e', script]);
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      child.on('close', () => resolve({ stdout, stderr }));
+    });
+    keptAlivePort = Number(ka.stdout.trim());
+    expect(keptAlivePort, ka.stderr).toBeGreaterThan(0);
     // Nothing listens on :81 of the gateway: the kernel answers the SYN with a reset.
     refused = curlCounts(lab, `http://${lab.LAB_GW_ADDR}:81/`);
     expect(refused.code).toBe(0);
@@ -233,5 +253,19 @@ describe.skipIf(!isRoot)('packet capture on the lab (root)', () => {
       (f) => f['server_port'] === 81 && f['observation_point'] === 'c-p' && f['netns'] === at('tdlab-client'),
     );
     expect(refusedFlow).toMatchObject({ final: true, close_reason: 'server_reset', rst_rx: 1, byte_tx: 0 });
+  });
+
+  it("updates a live connection's socket flow while it lives", () => {
+    const client = bodies(run, 'flow').filter(
+      (f) => f['signal_source'] === 'ebpf' && f['observation_point'] === 'c-p' && f['client_port'] === keptAlivePort,
+    );
+    expect(client.at(0)).toMatchObject({ final: false, byte_tx: 0, byte_rx: 0 }); // at ESTABLISHED
+    expect(client.at(-1)).toMatchObject({ final: true, close_reason: 'fin' });
+    // between them, an update with the first request's bytes (from sock_diag's tcp_info)
+    const updates = client.slice(1, -1);
+    expect(updates.length).toBeGreaterThanOrEqual(1);
+    expect(updates[0]!['byte_tx'] as number).toBeGreaterThan(0);
+    expect(updates[0]!['byte_tx'] as number).toBeLessThan(client.at(-1)!['byte_tx'] as number);
+    expect(new Set(client.map((f) => f['flow_id'])).size).toBe(1);
   });
 });

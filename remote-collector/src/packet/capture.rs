@@ -73,6 +73,7 @@ pub struct PacketCounters {
     pub kflow_ringbuf_full: AtomicU64,
     pub kflow_table_full: AtomicU64,
     pub kflow_decode_error: AtomicU64,
+    pub kflow_diag_errors: AtomicU64,
 }
 
 /// The `packets` object of a `stats` frame.
@@ -119,6 +120,7 @@ impl PacketCounters {
             ("socket_flow_ringbuf_full", self.kflow_ringbuf_full.load(Relaxed)),
             ("socket_flow_table_full", self.kflow_table_full.load(Relaxed)),
             ("socket_flow_decode_error", self.kflow_decode_error.load(Relaxed)),
+            ("socket_flow_update_failed", self.kflow_diag_errors.load(Relaxed)),
         ]
         .into_iter()
         .collect()

@@ -148,11 +148,15 @@ fn cstr(b: &[u8]) -> String {
     String::from_utf8_lossy(&b[..end]).into_owned()
 }
 
-/// Sends one dump request and returns the payload of every answer message.
+/// Sends one rtnetlink dump request and returns the payload of every answer message.
 fn dump(msg_type: u16, body: &[u8]) -> io::Result<Vec<(u16, Vec<u8>)>> {
+    dump_on(libc::NETLINK_ROUTE, msg_type, body)
+}
+
+/// Sends one dump request on a netlink family and returns every answer's payload.
+fn dump_on(family: i32, msg_type: u16, body: &[u8]) -> io::Result<Vec<(u16, Vec<u8>)>> {
     // SAFETY: plain socket(2) call; the result is checked.
-    let fd =
-        unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE) };
+    let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, family) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -267,6 +271,80 @@ pub fn interfaces() -> io::Result<Vec<Interface>> {
         }
     }
     Ok(ifs.into_values().collect())
+}
+
+/// One TCP socket of the calling thread's namespace, from sock_diag (INET_DIAG_INFO).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiagTcp {
+    pub local: (IpAddr, u16),
+    pub remote: (IpAddr, u16),
+    pub state: u8,
+    pub bytes_acked: u64,
+    pub bytes_received: u64,
+    pub segs_out: u32,
+    pub segs_in: u32,
+    pub rtt_us: u32,
+    pub total_retrans: u32,
+}
+
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
+const INET_DIAG_INFO: u16 = 2;
+/// struct inet_diag_msg, then rtattrs.
+const DIAG_MSG_LEN: usize = 72;
+
+fn diag_addr(family: u8, b: &[u8]) -> IpAddr {
+    if family == libc::AF_INET as u8 {
+        IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+    } else {
+        let mut o = [0u8; 16];
+        o.copy_from_slice(&b[..16]);
+        let a = Ipv6Addr::from(o);
+        a.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(a))
+    }
+}
+
+/// Parses one inet_diag_msg with its INET_DIAG_INFO (struct tcp_info) attribute.
+pub fn parse_diag(m: &[u8]) -> Option<DiagTcp> {
+    if m.len() < DIAG_MSG_LEN {
+        return None;
+    }
+    let family = m[0];
+    let u32_at =
+        |b: &[u8], at: usize| b.get(at..at + 4).map(|v| u32::from_ne_bytes([v[0], v[1], v[2], v[3]]));
+    let u64_at =
+        |b: &[u8], at: usize| b.get(at..at + 8).map(|v| u64::from_ne_bytes(v.try_into().expect("8")));
+    let info = attrs(&m[DIAG_MSG_LEN..]).into_iter().find(|(t, _)| *t == INET_DIAG_INFO).map(|(_, v)| v)?;
+    Some(DiagTcp {
+        local: (diag_addr(family, &m[8..24]), u16::from_be_bytes([m[4], m[5]])),
+        remote: (diag_addr(family, &m[24..40]), u16::from_be_bytes([m[6], m[7]])),
+        state: m[1],
+        // struct tcp_info (linux/tcp.h): fields present since Linux 4.6.
+        rtt_us: u32_at(info, 68)?,
+        total_retrans: u32_at(info, 100)?,
+        bytes_acked: u64_at(info, 120)?,
+        bytes_received: u64_at(info, 128)?,
+        segs_out: u32_at(info, 136)?,
+        segs_in: u32_at(info, 140)?,
+    })
+}
+
+/// Every TCP socket of the calling thread's namespace (IPv4 and IPv6), with tcp_info.
+pub fn tcp_sockets() -> io::Result<Vec<DiagTcp>> {
+    let mut out = Vec::new();
+    for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
+        // struct inet_diag_req_v2: family, protocol, ext, pad, states, sockid (48 bytes).
+        let mut req = vec![0u8; 56];
+        req[0] = family;
+        req[1] = libc::IPPROTO_TCP as u8;
+        req[2] = 1 << (INET_DIAG_INFO - 1);
+        req[4..8].copy_from_slice(&u32::MAX.to_ne_bytes());
+        for (ty, m) in dump_on(libc::NETLINK_SOCK_DIAG, SOCK_DIAG_BY_FAMILY, &req)? {
+            if ty == SOCK_DIAG_BY_FAMILY {
+                out.extend(parse_diag(&m));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// What the capture knows about the node's namespaces; decides observation points.
@@ -414,6 +492,34 @@ mod tests {
         assert_eq!(t.observation_point(&tap(9, 9), c, g), "rest", "unknown interface");
         assert_eq!(&*t.interface_name(&tap(1, 12)), "tdv-gw");
         assert_eq!(&*t.interface_name(&tap(1, 99)), "if99");
+    }
+
+    #[test]
+    fn sock_diag_message() {
+        let mut m = vec![0u8; DIAG_MSG_LEN];
+        m[0] = libc::AF_INET as u8;
+        m[1] = 1; // ESTABLISHED
+        m[4..6].copy_from_slice(&40000u16.to_be_bytes());
+        m[6..8].copy_from_slice(&80u16.to_be_bytes());
+        m[8..12].copy_from_slice(&[198, 18, 0, 10]);
+        m[24..28].copy_from_slice(&[198, 18, 0, 20]);
+        let mut info = vec![0u8; 232];
+        info[68..72].copy_from_slice(&250u32.to_ne_bytes());
+        info[100..104].copy_from_slice(&2u32.to_ne_bytes());
+        info[120..128].copy_from_slice(&108u64.to_ne_bytes());
+        info[128..136].copy_from_slice(&304u64.to_ne_bytes());
+        info[136..140].copy_from_slice(&5u32.to_ne_bytes());
+        info[140..144].copy_from_slice(&4u32.to_ne_bytes());
+        m.extend_from_slice(&((4 + info.len()) as u16).to_ne_bytes());
+        m.extend_from_slice(&INET_DIAG_INFO.to_ne_bytes());
+        m.extend_from_slice(&info);
+        let d = parse_diag(&m).unwrap();
+        assert_eq!(d.local, ("198.18.0.10".parse().unwrap(), 40000));
+        assert_eq!(d.remote, ("198.18.0.20".parse().unwrap(), 80));
+        assert_eq!((d.bytes_acked, d.bytes_received, d.segs_out, d.segs_in), (108, 304, 5, 4));
+        assert_eq!((d.rtt_us, d.total_retrans, d.state), (250, 2, 1));
+        assert_eq!(parse_diag(&m[..DIAG_MSG_LEN]), None, "no tcp_info attribute");
+        assert_eq!(parse_diag(&m[..40]), None);
     }
 
     #[test]
