@@ -1,14 +1,18 @@
-//! Compiles the BPF sources with clang and generates their libbpf-rs skeletons
-//! (`$OUT_DIR/tapdeck.skel.rs` for the syscall tracer, `$OUT_DIR/tls.skel.rs` for
-//! the OpenSSL uprobes). The skeletons are never committed.
+//! Compiles the BPF sources with clang and generates their libbpf-rs skeletons:
+//! src/bpf/tapdeck.bpf.c (syscalls) → `$OUT_DIR/tapdeck.skel.rs`, src/bpf/tls.bpf.c
+//! (OpenSSL uprobes) → `$OUT_DIR/tls.skel.rs`, src/bpf/net.bpf.c (socket
+//! lifecycle) → `$OUT_DIR/net.skel.rs`. The skeletons are never committed.
 
 use std::env;
 use std::path::PathBuf;
 
 use libbpf_cargo::SkeletonBuilder;
 
-const SOURCES: [(&str, &str); 2] =
-    [("src/bpf/tapdeck.bpf.c", "tapdeck.skel.rs"), ("src/bpf/tls.bpf.c", "tls.skel.rs")];
+const SOURCES: [(&str, &str); 3] = [
+    ("src/bpf/tapdeck.bpf.c", "tapdeck.skel.rs"),
+    ("src/bpf/tls.bpf.c", "tls.skel.rs"),
+    ("src/bpf/net.bpf.c", "net.skel.rs"),
+];
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));

@@ -3,7 +3,7 @@
 // preload, the web bridge and the renderer's client are all derived from it.
 // This file must stay free of Node and Electron imports: the renderer imports it.
 
-import type { ResponseStatus, StoredSpan } from './records.ts';
+import type { ResponseStatus, StoredFlow, StoredSpan } from './records.ts';
 import type { Trace, TraceStart } from './trace.ts';
 
 export interface CaptureRequest {
@@ -22,6 +22,11 @@ export interface CaptureRequest {
    * (`IP:PORT`, or `off`); absent means the collector's default, 127.0.0.1:4318.
    */
   otlpListen?: string;
+  /**
+   * What the collector captures (its `--signals`): `s` syscall S spans, `n` packet N
+   * spans and L4 flows, `a` OTLP A spans. Default: `['s']`.
+   */
+  signals?: string[];
 }
 
 export type CaptureState = 'connecting' | 'deploying' | 'running' | 'stopping' | 'done' | 'failed';
@@ -73,6 +78,25 @@ export interface RequestPage {
   total: number;
 }
 
+export interface FlowQuery {
+  captureId?: number;
+  observationPoints?: string[];
+  interface?: string;
+  /** Client or server address. */
+  ip?: string;
+  /** Client or server port. */
+  port?: number;
+  closeReason?: string;
+  fromUs?: number;
+  toUs?: number;
+  limit?: number;
+}
+
+export interface FlowPage {
+  rows: StoredFlow[];
+  total: number;
+}
+
 export interface AppInfo {
   version: string;
   dbPath: string;
@@ -88,6 +112,7 @@ export interface ApiCalls {
   'requests:query': (q: RequestQuery) => Promise<RequestPage>;
   /** The assembled trace around a span; rejects with code `not_found` when nothing matches. */
   'trace:get': (q: TraceStart) => Promise<Trace>;
+  'flows:query': (q: FlowQuery) => Promise<FlowPage>;
 }
 
 /** Events the core pushes to every renderer. */
@@ -106,6 +131,7 @@ export const CHANNELS = [
   'capture:list',
   'requests:query',
   'trace:get',
+  'flows:query',
 ] as const satisfies readonly Channel[];
 
 export const EVENT_NAMES = ['capture:updated', 'spans:added'] as const satisfies readonly EventName[];

@@ -101,6 +101,94 @@ export const SPAN_FIELDS = [
   'is_tls',
 ] as const satisfies readonly (keyof Span)[];
 
+/**
+ * One L4 flow (one TCP connection at one observation point), as the collector's
+ * `flow` frame carries it (remote-collector/STREAM.md). `tx` is client → server.
+ */
+export interface Flow {
+  flow_id: number;
+  signal_source: SignalSource;
+  observation_point: ObservationPoint;
+  node: string | null;
+  netns: number | null;
+  interface: string | null;
+  client_ip: string | null;
+  client_port: number | null;
+  server_ip: string | null;
+  server_port: number | null;
+  l4_protocol: string | null;
+  start_time_us: number;
+  end_time_us: number;
+  duration_us: number;
+  packet_tx: number;
+  packet_rx: number;
+  byte_tx: number;
+  byte_rx: number;
+  connect_latency_us: number | null;
+  srtt_us: number | null;
+  retrans_tx: number;
+  retrans_rx: number;
+  rst_tx: number;
+  rst_rx: number;
+  zero_win_tx: number;
+  zero_win_rx: number;
+  close_reason: string | null;
+  final: boolean;
+}
+
+/** Every flow field, in schema column order. */
+export const FLOW_FIELDS = [
+  'flow_id',
+  'signal_source',
+  'observation_point',
+  'node',
+  'netns',
+  'interface',
+  'client_ip',
+  'client_port',
+  'server_ip',
+  'server_port',
+  'l4_protocol',
+  'start_time_us',
+  'end_time_us',
+  'duration_us',
+  'packet_tx',
+  'packet_rx',
+  'byte_tx',
+  'byte_rx',
+  'connect_latency_us',
+  'srtt_us',
+  'retrans_tx',
+  'retrans_rx',
+  'rst_tx',
+  'rst_rx',
+  'zero_win_tx',
+  'zero_win_rx',
+  'close_reason',
+  'final',
+] as const satisfies readonly (keyof Flow)[];
+
+/** A flow as stored: the record plus its row id and capture. */
+export interface StoredFlow extends Flow {
+  id: number;
+  capture_id: number;
+}
+
+/** A network namespace of the node, with its interfaces (the collector's `netns` frame). */
+export interface NetnsRecord {
+  netns: number;
+  names: string[];
+  host: boolean;
+  interfaces: {
+    ifindex: number;
+    name: string;
+    kind: string | null;
+    link: number | null;
+    loopback: boolean;
+    addresses: string[];
+  }[];
+}
+
 /** A span as stored: the record plus its row id and the capture it belongs to. */
 export interface StoredSpan extends Span {
   id: number;

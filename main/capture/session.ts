@@ -4,7 +4,7 @@
 
 import type { Client, ClientChannel } from 'ssh2';
 import type { CaptureInfo, CaptureRequest, CaptureState, CaptureStats } from '../api/contract.ts';
-import type { Span } from '../api/records.ts';
+import type { Flow, NetnsRecord, Span } from '../api/records.ts';
 import type { EventBus } from '../core/events.ts';
 import {
   availableArches,
@@ -46,6 +46,18 @@ const SPAN_FLUSH_MS = 25;
 const SPANS_EVENT_MS = 250;
 const STOP_GRACE_MS = 5_000;
 
+export const SIGNALS = ['s', 'n', 'a'] as const;
+export const DEFAULT_SIGNALS = ['s'];
+
+/** Checks a `--signals` list; returns a sentence saying what is wrong, or null. */
+export function signalsProblem(signals: unknown): string | null {
+  const list: unknown[] = Array.isArray(signals) ? signals : [signals];
+  const bad = list.filter((s) => typeof s !== 'string' || !(SIGNALS as readonly string[]).includes(s));
+  if (list.length === 0 || bad.length > 0)
+    return `signals "${list.map(String).join(',')}" are not valid: give a comma list of s (syscall spans), n (packet spans and flows), a (OTLP spans), e.g. s,n.`;
+  return null;
+}
+
 export class CaptureError extends Error {
   override name = 'CaptureError';
   readonly captureId: number;
@@ -85,6 +97,9 @@ export async function startCapture(opts: CaptureOptions): Promise<CaptureHandle>
     );
   }
   const durationSec = Math.max(1, opts.durationSec ?? DEFAULT_DURATION_SEC);
+  const signals = opts.signals ?? DEFAULT_SIGNALS;
+  const signalsError = signalsProblem(signals);
+  if (signalsError) throw new CodedError('invalid_signals', `Cannot start the capture: ${signalsError}`);
   const startedAtUs = Date.now() * 1000;
   const t0 = performance.now();
   const id = await store.createCapture({ target: formatTarget(target), startedAtUs });
@@ -151,6 +166,7 @@ export async function startCapture(opts: CaptureOptions): Promise<CaptureHandle>
         processes: opts.processes ?? [],
         durationSec,
         otlpListen: opts.otlpListen,
+        signals,
       }),
     );
   } catch (err) {
@@ -162,6 +178,7 @@ export async function startCapture(opts: CaptureOptions): Promise<CaptureHandle>
   const node = probe.hostname;
   const decoder = new FrameDecoder();
   let batch: Span[] = [];
+  let flowBatch: Flow[] = [];
   let flushTimer: NodeJS.Timeout | null = null;
   let spansSinceEvent = 0;
   let spansEventTimer: NodeJS.Timeout | null = null;
@@ -184,6 +201,10 @@ export async function startCapture(opts: CaptureOptions): Promise<CaptureHandle>
     if (flushTimer) {
       clearTimeout(flushTimer);
       flushTimer = null;
+    }
+    if (flowBatch.length > 0) {
+      store.upsertFlows(id, flowBatch);
+      flowBatch = [];
     }
     if (batch.length === 0) return;
     store.appendSpans(id, batch);
@@ -267,7 +288,18 @@ export async function startCapture(opts: CaptureOptions): Promise<CaptureHandle>
       case 'bye':
         byeReason = str(f.body['reason'], 'unknown');
         break;
-      case 'flow':
+      case 'flow': {
+        const fl = f.body as unknown as Flow;
+        fl.node = node;
+        flowBatch.push(fl);
+        if (flowBatch.length >= SPAN_BATCH) flushSpans();
+        else flushTimer ??= setTimeout(flushSpans, SPAN_FLUSH_MS);
+        break;
+      }
+      case 'netns':
+        void store.upsertNetns(id, f.body as unknown as NetnsRecord).catch((err: Error) => {
+          log(`could not store namespace ${String(f.body['netns'])}: ${err.message}`);
+        });
         break;
     }
   };

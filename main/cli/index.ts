@@ -3,11 +3,11 @@
 
 import { existsSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import type { RequestQuery } from '../api/contract.ts';
+import type { FlowQuery, RequestQuery } from '../api/contract.ts';
 import { MAX_TRACE_DEPTH, type Trace, type TraceNode, type TraceStart } from '../api/trace.ts';
 import { parseDurationSec, parseOtlpListen } from '../api/parse.ts';
-import { SPAN_FIELDS, type ResponseStatus, type StoredSpan } from '../api/records.ts';
-import { MAX_DURATION_SEC, startCapture } from '../capture/session.ts';
+import { FLOW_FIELDS, SPAN_FIELDS, type ResponseStatus, type StoredFlow, type StoredSpan } from '../api/records.ts';
+import { DEFAULT_SIGNALS, MAX_DURATION_SEC, signalsProblem, startCapture } from '../capture/session.ts';
 import { EventBus } from '../core/events.ts';
 import { VERSION } from '../paths.ts';
 import { Store } from '../store/store.ts';
@@ -21,10 +21,13 @@ const USAGE = `tapdeck ${VERSION}: capture a gateway node over SSH into one SQLi
 
   tapdeck capture  --target [user@]host[:port] [--identity FILE] [--jump HOST] [--known-hosts FILE]
                    [--accept-new-host-key] [--process NAME|PID ...] [--duration 30s]
-                   [--otlp-listen IP:PORT|off] --db FILE
+                   [--signals s,n,a] [--otlp-listen IP:PORT|off] --db FILE
   tapdeck requests --db FILE [--method M] [--path TEXT] [--domain HOST] [--status ok|client_error|server_error|timeout|unknown]
                    [--code N | --min-code N --max-code N] [--x-request-id ID] [--min-duration MS]
                    [--observation-point s-p|c-p|...] [--capture ID] [--json] [--limit N]
+  tapdeck flows    --db FILE [--observation-point c|s|c-nd|s-nd|local|rest|c-p|s-p ...] [--interface NAME] [--ip ADDR]
+                   [--port N] [--close-reason fin|client_reset|server_reset|idle|capture_end] [--capture ID]
+                   [--json] [--limit N]
   tapdeck trace    --db FILE (--request-id ID | --trace-id ID | --span ID) [--json]
   tapdeck serve    [--db FILE] [--port N]
   tapdeck --version
@@ -71,6 +74,7 @@ async function captureCmd(args: string[]): Promise<number> {
     process: { type: 'string', multiple: true },
     duration: { type: 'string' },
     'otlp-listen': { type: 'string' },
+    signals: { type: 'string' },
     db: { type: 'string' },
   });
   const target = need(values.target, '--target');
@@ -83,6 +87,14 @@ async function captureCmd(args: string[]): Promise<number> {
       );
     otlpListen = v;
   }
+  const signals = values.signals
+    ? values.signals
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean)
+    : DEFAULT_SIGNALS;
+  const signalsError = signalsProblem(signals);
+  if (signalsError) throw new UsageError(`--${signalsError}`);
   const db = need(values.db, '--db');
   const durationSec = values.duration ? parseDuration(values.duration) : 30;
   const store = await Store.open(db);
@@ -107,6 +119,7 @@ async function captureCmd(args: string[]): Promise<number> {
       processes: values.process ?? [],
       durationSec,
       otlpListen,
+      signals,
       store,
       events,
       log,
@@ -290,6 +303,91 @@ async function traceCmd(args: string[]): Promise<number> {
   return 0;
 }
 
+function flowQuery(values: Record<string, string | boolean | string[] | undefined>): FlowQuery {
+  const str = (k: string): string | undefined => values[k] as string | undefined;
+  return {
+    captureId: intArg(str('capture'), '--capture'),
+    observationPoints: values['observation-point'] as string[] | undefined,
+    interface: str('interface'),
+    ip: str('ip'),
+    port: intArg(str('port'), '--port'),
+    closeReason: str('close-reason'),
+    limit: intArg(str('limit'), '--limit') ?? 100,
+  };
+}
+
+function us(v: number | null): string {
+  return v === null ? '' : v < 10_000 ? `${v}µs` : `${(v / 1000).toFixed(1)}ms`;
+}
+
+export function formatFlows(rows: StoredFlow[]): string {
+  const lines = [
+    `${pad('START', 23)} ${pad('OBS', 5)} ${pad('IFACE', 10)} ${pad('CLIENT', 21)} ${pad('SERVER', 21)} ${pad('PKTS TX/RX', 13)} ${pad('BYTES TX/RX', 19)} ${pad('CONNECT', 8)} ${pad('SRTT', 8)} ${pad('RETX', 5)} ${pad('RST', 5)} ${pad('ZWIN', 5)} CLOSE`,
+  ];
+  for (const r of rows) {
+    const t = new Date(r.start_time_us / 1000).toISOString().replace('T', ' ').replace('Z', '');
+    lines.push(
+      [
+        pad(t, 23),
+        pad(r.observation_point, 5),
+        pad(r.interface ?? '', 10),
+        pad(`${r.client_ip ?? ''}:${r.client_port ?? ''}`, 21),
+        pad(`${r.server_ip ?? ''}:${r.server_port ?? ''}`, 21),
+        pad(`${r.packet_tx}/${r.packet_rx}`, 13),
+        pad(`${r.byte_tx}/${r.byte_rx}`, 19),
+        pad(us(r.connect_latency_us), 8),
+        pad(us(r.srtt_us), 8),
+        pad(String(r.retrans_tx + r.retrans_rx), 5),
+        pad(`${r.rst_tx}/${r.rst_rx}`, 5),
+        pad(String(r.zero_win_tx + r.zero_win_rx), 5),
+        r.final ? (r.close_reason ?? 'closed') : 'open',
+      ].join(' '),
+    );
+  }
+  return lines.join('\n');
+}
+
+async function flowsCmd(args: string[]): Promise<number> {
+  const { values } = parse(args, {
+    db: { type: 'string' },
+    json: { type: 'boolean' },
+    limit: { type: 'string' },
+    'observation-point': { type: 'string', multiple: true },
+    interface: { type: 'string' },
+    ip: { type: 'string' },
+    port: { type: 'string' },
+    'close-reason': { type: 'string' },
+    capture: { type: 'string' },
+  });
+  const db = need(values.db, '--db');
+  if (!existsSync(db))
+    throw new UsageError(
+      `${db} does not exist: capture into it first with "tapdeck capture --signals s,n --db ${db} …".`,
+    );
+  const store = await Store.open(db);
+  try {
+    const page = await store.queryFlows(flowQuery(values));
+    if (values.json) {
+      const rows = page.rows.map((r) => {
+        const o: Record<string, unknown> = { id: r.id, capture_id: r.capture_id };
+        for (const f of FLOW_FIELDS) o[f] = r[f];
+        return o;
+      });
+      process.stdout.write(JSON.stringify(rows) + '\n');
+    } else {
+      process.stdout.write(formatFlows(page.rows) + '\n');
+      process.stderr.write(
+        page.total === 0
+          ? `no flows in ${db}: flows come from packet capture ("tapdeck capture --signals s,n …")\n`
+          : `${page.rows.length} of ${page.total} matching flows\n`,
+      );
+    }
+  } finally {
+    await store.close();
+  }
+  return 0;
+}
+
 async function serveCmd(args: string[]): Promise<number> {
   const { values } = parse(args, { db: { type: 'string' }, port: { type: 'string' } });
   const { serveCommand } = await import('../web/serve.ts');
@@ -307,6 +405,8 @@ export async function main(argv: string[]): Promise<number> {
         return await requestsCmd(rest);
       case 'trace':
         return await traceCmd(rest);
+      case 'flows':
+        return await flowsCmd(rest);
       case 'serve':
         return await serveCmd(rest);
       case '--version':

@@ -43,6 +43,7 @@ export async function createCore(opts: CoreOptions): Promise<Core> {
     'capture:list': () => store.listCaptures(),
     'requests:query': (q) => store.querySpans(q),
     'trace:get': (q) => store.trace(parseTraceStart(q)),
+    'flows:query': (q) => store.queryFlows(q),
   };
 
   return {

@@ -106,6 +106,8 @@ export interface CollectorArgs {
   durationSec: number;
   /** `--otlp-listen`: the OTLP receiver's address on the node, or `off`. */
   otlpListen?: string;
+  /** The collector's `--signals` list (s, n, a); absent: the collector's default. */
+  signals?: string[];
 }
 
 /**
@@ -117,6 +119,7 @@ export function collectorScript(d: Deployment, probe: NodeProbe, args: Collector
   const parts = [shq(d.binary), '--duration', `${Math.max(1, Math.round(args.durationSec))}s`];
   for (const p of args.processes) parts.push('--process', shq(p));
   if (args.otlpListen) parts.push('--otlp-listen', shq(args.otlpListen));
+  if (args.signals?.length) parts.push('--signals', shq(args.signals.join(',')));
   const run = (probe.privilege === 'root' ? '' : 'sudo -n ') + parts.join(' ');
   // SIGPIPE is ignored so that the shell, writing to a dropped channel (e.g. dash's
   // report that sudo died of SIGHUP), cannot be killed before its EXIT trap runs.

@@ -17,6 +17,7 @@ export const FRAME_TYPES = {
   stats: 5,
   error: 6,
   bye: 7,
+  netns: 8,
 } as const;
 
 export type FrameTypeName = keyof typeof FRAME_TYPES;

@@ -2,8 +2,24 @@
 // everything else goes through `Store`, which runs them off the calling thread.
 
 import Database from 'better-sqlite3';
-import type { CaptureInfo, CaptureState, CaptureStats, RequestPage, RequestQuery } from '../api/contract.ts';
-import { SPAN_FIELDS, type Span, type StoredSpan } from '../api/records.ts';
+import type {
+  CaptureInfo,
+  CaptureState,
+  CaptureStats,
+  FlowPage,
+  FlowQuery,
+  RequestPage,
+  RequestQuery,
+} from '../api/contract.ts';
+import {
+  FLOW_FIELDS,
+  SPAN_FIELDS,
+  type Flow,
+  type NetnsRecord,
+  type Span,
+  type StoredFlow,
+  type StoredSpan,
+} from '../api/records.ts';
 import type { Trace, TraceStart } from '../api/trace.ts';
 import { assembleTrace, type AssembleOptions } from '../trace/assemble.ts';
 import type { TraceSource } from '../trace/source.ts';
@@ -323,4 +339,83 @@ export function traceSource(db: Db): TraceSource {
 /** Assembles the trace that `start` names (see main/trace). */
 export function assembleTraceFrom(db: Db, start: TraceStart, opts?: AssembleOptions): Trace {
   return assembleTrace(traceSource(db), start, opts);
+}
+
+const FLOW_UPDATE_COLS = FLOW_FIELDS.filter((f) => f !== 'flow_id');
+const UPSERT_FLOW_SQL =
+  `INSERT INTO flows (capture_id, ${FLOW_FIELDS.join(', ')}) VALUES (?, ${FLOW_FIELDS.map(() => '?').join(', ')}) ` +
+  `ON CONFLICT (capture_id, flow_id) DO UPDATE SET ${FLOW_UPDATE_COLS.map((c) => `${c} = excluded.${c}`).join(', ')} ` +
+  // A late periodic update never reopens a flow that already has its final record.
+  `WHERE flows.final = 0`;
+
+/** Inserts or updates flow records (by `flow_id`) in one transaction. */
+export function upsertFlows(db: Db, captureId: number, flows: readonly Flow[]): void {
+  const stmt = db.prepare(UPSERT_FLOW_SQL);
+  db.transaction(() => {
+    const vals = new Array<unknown>(FLOW_FIELDS.length + 1);
+    vals[0] = captureId;
+    for (const f of flows) {
+      for (let i = 0; i < FLOW_FIELDS.length; i++) {
+        const k = FLOW_FIELDS[i]!;
+        const v = f[k];
+        vals[i + 1] = v === undefined ? null : typeof v === 'boolean' ? (v ? 1 : 0) : v;
+      }
+      stmt.run(vals);
+    }
+  })();
+}
+
+export function upsertNetns(db: Db, captureId: number, n: NetnsRecord): void {
+  db.prepare(`INSERT OR REPLACE INTO netns (capture_id, netns, names, host, interfaces) VALUES (?, ?, ?, ?, ?)`).run(
+    captureId,
+    n.netns,
+    JSON.stringify(n.names ?? []),
+    n.host ? 1 : 0,
+    JSON.stringify(n.interfaces ?? []),
+  );
+}
+
+/** Flows, newest first, filtered. */
+export function queryFlows(db: Db, q: FlowQuery): FlowPage {
+  const where: string[] = [];
+  const vals: unknown[] = [];
+  if (q.captureId !== undefined) {
+    where.push('capture_id = ?');
+    vals.push(q.captureId);
+  }
+  if (q.observationPoints?.length) {
+    where.push(`observation_point IN (${q.observationPoints.map(() => '?').join(',')})`);
+    vals.push(...q.observationPoints);
+  }
+  if (q.interface) {
+    where.push('interface = ?');
+    vals.push(q.interface);
+  }
+  if (q.ip) {
+    where.push('(client_ip = ? OR server_ip = ?)');
+    vals.push(q.ip, q.ip);
+  }
+  if (q.port !== undefined) {
+    where.push('(client_port = ? OR server_port = ?)');
+    vals.push(q.port, q.port);
+  }
+  if (q.closeReason) {
+    where.push('close_reason = ?');
+    vals.push(q.closeReason);
+  }
+  if (q.fromUs !== undefined) {
+    where.push('end_time_us >= ?');
+    vals.push(q.fromUs);
+  }
+  if (q.toUs !== undefined) {
+    where.push('start_time_us < ?');
+    vals.push(q.toUs);
+  }
+  const whereSql = where.length ? `WHERE ${where.join(' AND ')}` : '';
+  const total = (db.prepare(`SELECT count(*) AS n FROM flows ${whereSql}`).get(...vals) as { n: number }).n;
+  const limit = Math.min(Math.max(1, q.limit ?? DEFAULT_LIMIT), MAX_LIMIT);
+  const rows = db
+    .prepare(`SELECT * FROM flows ${whereSql} ORDER BY start_time_us DESC, id DESC LIMIT ?`)
+    .all(...vals, limit) as Record<string, unknown>[];
+  return { rows: rows.map((r) => ({ ...r, final: r['final'] === 1 }) as StoredFlow), total };
 }

@@ -1,12 +1,15 @@
 // Messages between `Store` and its worker.
 
-import type { RequestQuery } from '../api/contract.ts';
-import type { Span } from '../api/records.ts';
+import type { FlowQuery, RequestQuery } from '../api/contract.ts';
+import type { Flow, NetnsRecord, Span } from '../api/records.ts';
 import type { TraceStart } from '../api/trace.ts';
 import type { CaptureUpdate, NewCapture, ProcessRecord } from './db.ts';
 
 export type StoreRequest = { id?: number } & (
   | { op: 'appendSpans'; captureId: number; spans: Span[] }
+  | { op: 'upsertFlows'; captureId: number; flows: Flow[] }
+  | { op: 'upsertNetns'; captureId: number; netns: NetnsRecord }
+  | { op: 'queryFlows'; query: FlowQuery }
   | { op: 'flush' }
   | { op: 'createCapture'; capture: NewCapture }
   | { op: 'updateCapture'; update: CaptureUpdate }

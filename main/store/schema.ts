@@ -118,6 +118,55 @@ export const MIGRATIONS: readonly Migration[] = [
       ALTER TABLE processes ADD COLUMN gateway TEXT;
     `,
   },
+  {
+    version: 4,
+    description: 'flows (L4, one row per connection per observation point) and network namespaces',
+    sql: `
+      CREATE TABLE flows (
+        id INTEGER PRIMARY KEY,
+        capture_id INTEGER NOT NULL REFERENCES captures(id),
+        flow_id INTEGER NOT NULL,
+        signal_source TEXT NOT NULL,
+        observation_point TEXT NOT NULL,
+        node TEXT,
+        netns INTEGER,
+        interface TEXT,
+        client_ip TEXT,
+        client_port INTEGER,
+        server_ip TEXT,
+        server_port INTEGER,
+        l4_protocol TEXT,
+        start_time_us INTEGER NOT NULL,
+        end_time_us INTEGER NOT NULL,
+        duration_us INTEGER NOT NULL,
+        packet_tx INTEGER NOT NULL DEFAULT 0,
+        packet_rx INTEGER NOT NULL DEFAULT 0,
+        byte_tx INTEGER NOT NULL DEFAULT 0,
+        byte_rx INTEGER NOT NULL DEFAULT 0,
+        connect_latency_us INTEGER,
+        srtt_us INTEGER,
+        retrans_tx INTEGER NOT NULL DEFAULT 0,
+        retrans_rx INTEGER NOT NULL DEFAULT 0,
+        rst_tx INTEGER NOT NULL DEFAULT 0,
+        rst_rx INTEGER NOT NULL DEFAULT 0,
+        zero_win_tx INTEGER NOT NULL DEFAULT 0,
+        zero_win_rx INTEGER NOT NULL DEFAULT 0,
+        close_reason TEXT,
+        final INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (capture_id, flow_id)
+      );
+      CREATE INDEX flows_by_capture_time ON flows (capture_id, start_time_us);
+      CREATE INDEX flows_by_server ON flows (server_ip, server_port);
+      CREATE TABLE netns (
+        capture_id INTEGER NOT NULL REFERENCES captures(id),
+        netns INTEGER NOT NULL,
+        names TEXT NOT NULL,
+        host INTEGER NOT NULL,
+        interfaces TEXT NOT NULL,
+        PRIMARY KEY (capture_id, netns)
+      );
+    `,
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]?.version ?? 0;

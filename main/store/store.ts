@@ -2,8 +2,8 @@
 // work happens in a worker thread (DESIGN.md: never on the Electron main thread).
 
 import { Worker } from 'node:worker_threads';
-import type { CaptureInfo, RequestPage, RequestQuery } from '../api/contract.ts';
-import type { Span } from '../api/records.ts';
+import type { CaptureInfo, FlowPage, FlowQuery, RequestPage, RequestQuery } from '../api/contract.ts';
+import type { Flow, NetnsRecord, Span } from '../api/records.ts';
 import { CodedError } from '../errors.ts';
 import type { Trace, TraceStart } from '../api/trace.ts';
 import type { CaptureUpdate, NewCapture, ProcessRecord } from './db.ts';
@@ -84,6 +84,18 @@ export class Store {
   appendSpans(captureId: number, spans: Span[]): void {
     if (this.closed || spans.length === 0) return;
     this.worker.postMessage({ op: 'appendSpans', captureId, spans } satisfies StoreRequest);
+  }
+
+  /** Queues flow records (inserted or updated by flow_id); `flush()` waits for them too. */
+  upsertFlows(captureId: number, flows: Flow[]): void {
+    if (this.closed || flows.length === 0) return;
+    this.worker.postMessage({ op: 'upsertFlows', captureId, flows } satisfies StoreRequest);
+  }
+  upsertNetns(captureId: number, netns: NetnsRecord): Promise<void> {
+    return this.call({ op: 'upsertNetns', captureId, netns });
+  }
+  queryFlows(query: FlowQuery): Promise<FlowPage> {
+    return this.call({ op: 'queryFlows', query });
   }
 
   flush(): Promise<void> {

@@ -50,6 +50,17 @@ function handle(req: StoreRequest): unknown {
       else timer ??= setTimeout(flush, FLUSH_MS);
       return null;
     }
+    case 'upsertFlows':
+      // After the spans queued before them, so a reader never sees a flow's spans missing.
+      flush();
+      db.upsertFlows(conn, req.captureId, req.flows);
+      return null;
+    case 'upsertNetns':
+      db.upsertNetns(conn, req.captureId, req.netns);
+      return null;
+    case 'queryFlows':
+      flush();
+      return db.queryFlows(conn, req.query);
     case 'flush':
       flush();
       return null;

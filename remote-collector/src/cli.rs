@@ -41,6 +41,8 @@ Options:
   --otlp-listen ADDR    OTLP/HTTP receiver address for A spans, IP:PORT, or off
                         (default 127.0.0.1:4318; paths /v1/traces and
                         /api/v1/otel/trace; protobuf or JSON, gzip)
+  --interfaces LIST     packet capture only on these interface names (comma
+                        list; default: every interface of every namespace)
   --ignore-stdin        do not stop when stdin reaches EOF (manual runs)
   --probe               print a JSON report of kernel support and exit
                         (0: can run, 2: a requirement is missing)
@@ -78,6 +80,7 @@ pub struct RunOptions {
     pub signals: Signals,
     /// The OTLP receiver's address; None when `--otlp-listen off`.
     pub otlp_listen: Option<String>,
+    pub interfaces: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,6 +113,8 @@ pub enum CliError {
     BadSignals(String),
     #[error("invalid --otlp-listen {0:?}: give IP:PORT (e.g. 127.0.0.1:4318 or 0.0.0.0:4318) or off")]
     BadListen(String),
+    #[error("invalid --interfaces {0:?}: give a comma list of interface names, e.g. eth0,lo")]
+    BadInterfaces(String),
     #[error("{0} (see --help)")]
     Usage(String),
 }
@@ -216,6 +221,7 @@ where
     let mut capture_headers = Vec::new();
     let mut signals = Signals::default();
     let mut otlp_listen = Some(crate::otlp::DEFAULT_LISTEN.to_string());
+    let mut interfaces = Vec::new();
     let mut mode = None;
     let usage = |e: lexopt::Error| CliError::Usage(e.to_string());
     while let Some(arg) = p.next().map_err(usage)? {
@@ -260,6 +266,15 @@ where
                 let v = p.value().map_err(usage)?.string().map_err(usage)?;
                 otlp_listen = parse_listen(&v)?;
             }
+            Long("interfaces") => {
+                let v = p.value().map_err(usage)?.string().map_err(usage)?;
+                for name in v.split(',').map(str::trim) {
+                    if name.is_empty() || name.len() > 15 || name.contains('/') {
+                        return Err(CliError::BadInterfaces(v.clone()));
+                    }
+                    interfaces.push(name.to_string());
+                }
+            }
             Long("ignore-stdin") => ignore_stdin = true,
             Long("probe") => mode = Some(Command::Probe),
             Long("version") | Short('V') => mode = Some(Command::Version),
@@ -284,6 +299,7 @@ where
         capture_headers,
         signals,
         otlp_listen,
+        interfaces,
     }))
 }
 
@@ -415,5 +431,20 @@ mod tests {
         assert!(matches!(parse_args(["--bogus"]), Err(CliError::Usage(_))));
         assert!(matches!(parse_args(["--duration"]), Err(CliError::Usage(_))));
         assert!(matches!(parse_args(["--process", ""]), Err(CliError::BadProcess(_))));
+    }
+
+    #[test]
+    fn signals_and_interfaces() {
+        let Command::Run(o) = parse_args(["--signals", "s,n", "--interfaces", "eth0, lo"]).unwrap() else {
+            panic!()
+        };
+        assert_eq!(o.signals, Signals { syscalls: true, packets: true, otel: false });
+        assert_eq!(o.interfaces, vec!["eth0", "lo"]);
+        let Command::Run(o) = parse_args(Vec::<String>::new()).unwrap() else { panic!() };
+        assert_eq!(o.signals, Signals::default());
+        assert!(o.interfaces.is_empty());
+        assert!(matches!(parse_args(["--signals", "s,x"]), Err(CliError::BadSignals(_))));
+        assert!(matches!(parse_args(["--signals", ""]), Err(CliError::BadSignals(_))));
+        assert!(matches!(parse_args(["--interfaces", "eth0,,lo"]), Err(CliError::BadInterfaces(_))));
     }
 }

@@ -29,7 +29,9 @@ use crate::bpf_tls::{TlsProgs, TlsSkel, TlsSkelBuilder};
 use crate::cli::{RunOptions, MAX_DURATION};
 use crate::event::{self, Event};
 use crate::frame::{FrameType, FrameWriter};
+use crate::kflows::KernelFlows;
 use crate::otlp::{self, Receiver};
+use crate::packet::capture::{PacketCapture, PacketCounters, PacketOptions};
 use crate::probe::{self, Report, Tracefs};
 use crate::procs::{self, Filter, ProcessInfo};
 use crate::span::Span;
@@ -150,15 +152,12 @@ pub fn write_hello(
         ("dns", true),
         ("redis", true),
         ("postgresql", true),
-        ("dns", true),
-        ("redis", true),
-        ("postgresql", true),
         ("ringbuf", report.ringbuf.unwrap_or(false)),
         ("btf", report.btf),
         ("sendfile_bytes", true),
         ("fork_follow", true),
-        ("flows", false),
-        ("packets", false),
+        ("flows", true),
+        ("packets", true),
         ("otel", otel),
         ("tls", true),
     ]
@@ -440,12 +439,29 @@ fn read_kernel_counters(map: &dyn MapCore, counters: &Counters) {
     counters.inflight_table_full.store(read(CNT_ACTIVE_FULL), Relaxed);
 }
 
-fn write_stats(out: &Out, counters: &Counters, start: Instant, is_final: bool, otlp: &OtlpRun) {
+fn write_stats(
+    out: &Out,
+    counters: &Counters,
+    packets: Option<&PacketCounters>,
+    start: Instant,
+    is_final: bool,
+    otlp: &OtlpRun,
+) {
     let mut frame = StatsFrame::collect(counters, own_usage(), start.elapsed().as_millis() as u64, is_final);
     if let Some(o) = otlp.stats() {
         // Exports refused (bad body, too large, busy, …): their spans are lost.
         frame.drops.insert("otlp_rejected_exports", o.rejected.values().sum());
         frame.otlp = Some(o);
+    }
+    let mut frame = serde_json::to_value(frame).unwrap_or_default();
+    if let (Some(p), Some(obj)) = (packets, frame.as_object_mut()) {
+        // Packet capture (STREAM.md): its own counters and its drop reasons.
+        if let Some(drops) = obj.get_mut("drops").and_then(|d| d.as_object_mut()) {
+            for (k, v) in p.drops() {
+                drops.insert(k.to_string(), v.into());
+            }
+        }
+        obj.insert("packets".into(), serde_json::to_value(p.stats()).unwrap_or_default());
     }
     let mut w = lock(out);
     let _ = w.write(FrameType::Stats, &frame);
@@ -708,6 +724,23 @@ fn capture(
     if opts.signals.syscalls {
         cap.rescan(&skel.maps.pids, tls_skel.as_ref().map(|t| &t.progs));
     }
+    let packet_stop = Arc::new(AtomicBool::new(false));
+    let packets = if opts.signals.packets {
+        let popts = PacketOptions { interfaces: opts.interfaces.clone(), max_payload: opts.max_payload };
+        let pc = PacketCapture::start(popts, out.clone(), packet_stop.clone(), random_prefix())?;
+        eprintln!(
+            "tapdeck-collector: capturing packets in {} network namespaces",
+            pc.counters.namespaces.load(Relaxed)
+        );
+        Some(pc)
+    } else {
+        None
+    };
+    let packet_counters = packets.as_ref().map(|p| p.counters.clone());
+    let kernel_flows = match &packet_counters {
+        Some(c) => Some(KernelFlows::start(out.clone(), packet_stop.clone(), c.clone(), random_prefix())?),
+        None => None,
+    };
     {
         let mut w = lock(out);
         let _ = w.flush();
@@ -732,6 +765,13 @@ fn capture(
         if stdin_closed.load(Relaxed) {
             break Stop::StdinClosed;
         }
+        if packets.as_ref().is_some_and(|p| p.is_finished())
+            || kernel_flows.as_ref().is_some_and(|k| k.is_finished())
+        {
+            runtime_error =
+                Some(anyhow::anyhow!("the packet capture or kernel flow thread stopped unexpectedly"));
+            break Stop::Error;
+        }
         if worker_handle.is_finished() {
             runtime_error = Some(anyhow::anyhow!("the span worker stopped unexpectedly"));
             break Stop::Error;
@@ -749,7 +789,7 @@ fn capture(
                 cap.rescan(&skel.maps.pids, tls_skel.as_ref().map(|t| &t.progs));
             }
             read_kernel_counters(&skel.maps.counters, &counters);
-            write_stats(out, &counters, start, false, otlp);
+            write_stats(out, &counters, packet_counters.as_deref(), start, false, otlp);
         }
         // Never wait here for a writer (the OTLP receiver writes whole exports
         // under this lock): when it is busy, flush on a later turn.
@@ -777,6 +817,17 @@ fn capture(
     );
     let _ = rb.consume();
     read_kernel_counters(&skel.maps.counters, &counters);
+    packet_stop.store(true, Relaxed);
+    if let Some(p) = packets {
+        if !p.join() && runtime_error.is_none() {
+            runtime_error = Some(anyhow::anyhow!("the packet capture thread panicked"));
+        }
+    }
+    if let Some(k) = kernel_flows {
+        if !k.join() && runtime_error.is_none() {
+            runtime_error = Some(anyhow::anyhow!("the kernel flow thread panicked"));
+        }
+    }
     let _ = tx.send(Msg::Shutdown { now_ns: Clock::now_mono_ns() });
     drop(cap);
     drop(tx);
@@ -791,7 +842,7 @@ fn capture(
     if let Some(e) = &runtime_error {
         write_error(out, "runtime", format!("{e:#}"), Vec::new());
     }
-    write_stats(out, &counters, start, true, otlp);
+    write_stats(out, &counters, packet_counters.as_deref(), start, true, otlp);
     {
         let mut w = lock(out);
         let reason = if runtime_error.is_some() { Stop::Error } else { stop };

@@ -28,6 +28,8 @@ pub enum FrameType {
     Stats = 5,
     Error = 6,
     Bye = 7,
+    /// A network namespace with its interfaces and addresses (packet capture).
+    Netns = 8,
 }
 
 impl FrameType {
@@ -40,6 +42,7 @@ impl FrameType {
             5 => Self::Stats,
             6 => Self::Error,
             7 => Self::Bye,
+            8 => Self::Netns,
             _ => return None,
         })
     }
@@ -53,6 +56,7 @@ impl FrameType {
             Self::Stats => "stats",
             Self::Error => "error",
             Self::Bye => "bye",
+            Self::Netns => "netns",
         }
     }
 }
@@ -302,13 +306,15 @@ mod tests {
             FrameType::Stats,
             FrameType::Error,
             FrameType::Bye,
+            FrameType::Netns,
         ]
         .iter()
         .map(|t| *t as u8)
         .collect();
-        assert_eq!(codes, vec![1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(codes, vec![1, 2, 3, 4, 5, 6, 7, 8]);
         assert_eq!(FrameType::from_u8(7), Some(FrameType::Bye));
-        assert_eq!(FrameType::from_u8(8), None);
+        assert_eq!(FrameType::from_u8(8), Some(FrameType::Netns));
+        assert_eq!(FrameType::from_u8(9), None);
     }
 
     #[test]

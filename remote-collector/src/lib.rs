@@ -11,13 +11,20 @@ pub mod bpf_tls {
     include!(concat!(env!("OUT_DIR"), "/tls.skel.rs"));
 }
 
+pub mod bpf_net {
+    //! The skeleton of src/bpf/net.bpf.c (socket lifecycle, signal `n`).
+    include!(concat!(env!("OUT_DIR"), "/net.skel.rs"));
+}
+
 pub mod cli;
 pub mod collector;
 pub mod event;
 pub mod frame;
 pub mod http;
+pub mod kflows;
 pub mod l7;
 pub mod otlp;
+pub mod packet;
 pub mod probe;
 pub mod procs;
 pub mod redact;

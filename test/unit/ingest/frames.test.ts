@@ -92,6 +92,20 @@ describe('frame codec', () => {
     expect(d.faults).toEqual([]);
   });
 
+  it('decodes the packet-capture frames: flow (type 4) and netns (type 8)', () => {
+    const ns = encodeFrame('netns', { netns: 4026532178, names: ['tdlab-client'], host: false, interfaces: [] });
+    expect(ns[3]).toBe(8);
+    const fl = encodeFrame('flow', { flow_id: 1, final: true });
+    expect(fl[3]).toBe(4);
+    const d = new FrameDecoder();
+    const frames = d.push(Buffer.concat([ns, fl]));
+    expect(frames.map((f) => [f.type, f.body['netns'] ?? f.body['flow_id']])).toEqual([
+      ['netns', 4026532178],
+      ['flow', 1],
+    ]);
+    expect(d.unknownTypes).toBe(0);
+  });
+
   it('reports a truncated stream through pendingBytes', () => {
     const f = encodeFrame('span', span(1));
     const d = new FrameDecoder();

@@ -35,7 +35,16 @@ describe('web client', () => {
   it('has one function per channel of the contract, plus on()', () => {
     const { api } = createWebClient({ origin: `http://127.0.0.1:${server.port}`, token: server.token });
     expect(Object.keys(api).sort()).toEqual(
-      ['app:info', 'capture:list', 'capture:start', 'capture:stop', 'on', 'requests:query', 'trace:get'].sort(),
+      [
+        'app:info',
+        'capture:list',
+        'capture:start',
+        'capture:stop',
+        'flows:query',
+        'on',
+        'requests:query',
+        'trace:get',
+      ].sort(),
     );
   });
 
