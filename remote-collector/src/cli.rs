@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+use crate::budget::{DEFAULT_MAX_CPU_PCT, DEFAULT_MAX_RSS_MB};
+
 /// Longest capture allowed, whatever `--duration` says.
 pub const MAX_DURATION: Duration = Duration::from_secs(3600);
 pub const DEFAULT_DURATION: Duration = Duration::from_secs(300);
@@ -26,6 +28,14 @@ Options:
                         descendants; repeatable (default: nginx, openresty)
   --duration D          stop after D: 30, 30s, 5m, 1h (default 5m, at most 1h)
   --max-payload BYTES   payload bytes copied per syscall, 1..=8192 (default 4096)
+  --signals LIST        what to capture, a comma list of s (syscall S spans),
+                        n (packet N spans and L4 flows), a (OTLP receiver A
+                        spans); default all that this build has (s)
+  --max-cpu PCT         own CPU budget in percent of one core (default 10);
+                        over it, sockets are sampled and the rest counted as
+                        dropped
+  --max-rss MB          own memory budget in resident MB (default 50); over
+                        it, the same
   --ignore-stdin        do not stop when stdin reaches EOF (manual runs)
   --probe               print a JSON report of kernel support and exit
                         (0: can run, 2: a requirement is missing)
@@ -33,16 +43,59 @@ Options:
   -h, --help            print this help
 ";
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `--signals`: which kinds of spans to capture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Signals {
+    /// `s`: syscall (eBPF) S spans.
+    pub syscalls: bool,
+    /// `n`: packet N spans and L4 flows.
+    pub packets: bool,
+    /// `a`: OTLP receiver A spans.
+    pub otel: bool,
+}
+
+impl Signals {
+    pub const ALL: Signals = Signals { syscalls: true, packets: true, otel: true };
+
+    pub fn parse(s: &str) -> Result<Self, CliError> {
+        let mut v = Signals { syscalls: false, packets: false, otel: false };
+        for part in s.split(',').map(str::trim) {
+            match part {
+                "s" => v.syscalls = true,
+                "n" => v.packets = true,
+                "a" => v.otel = true,
+                _ => return Err(CliError::BadSignals(s.to_string())),
+            }
+        }
+        Ok(v)
+    }
+
+    /// "s,n,a" order, as given to --signals.
+    pub fn list(self) -> String {
+        [(self.syscalls, "s"), (self.packets, "n"), (self.otel, "a")]
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, n)| *n)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
 pub struct RunOptions {
     pub names: Vec<String>,
     pub pids: Vec<u32>,
     pub duration: Duration,
     pub max_payload: u32,
     pub ignore_stdin: bool,
+    /// None: every signal this build has.
+    pub signals: Option<Signals>,
+    /// Percent of one core.
+    pub max_cpu_pct: f64,
+    pub max_rss_mb: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     Run(RunOptions),
     Probe,
@@ -60,6 +113,12 @@ pub enum CliError {
     ZeroDuration,
     #[error("invalid --max-payload {0:?}: give a byte count from 1 to {MAX_PAYLOAD_LIMIT}")]
     BadPayload(String),
+    #[error("invalid --signals {0:?}: give a comma list of s (syscall spans), n (packet spans and flows), a (OTLP spans)")]
+    BadSignals(String),
+    #[error("invalid --max-cpu {0:?}: give a percentage of one core above 0, up to 1000 (e.g. 10 or 2.5)")]
+    BadMaxCpu(String),
+    #[error("invalid --max-rss {0:?}: give a resident-memory budget in MB from 1 to 65536")]
+    BadMaxRss(String),
     #[error("invalid --process {0:?}: give a process name or a PID")]
     BadProcess(String),
     #[error("{0} (see --help)")]
@@ -101,6 +160,20 @@ fn parse_payload(s: &str) -> Result<u32, CliError> {
     }
 }
 
+fn parse_max_cpu(s: &str) -> Result<f64, CliError> {
+    match s.trim().trim_end_matches('%').parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 1000.0 => Ok(v),
+        _ => Err(CliError::BadMaxCpu(s.to_string())),
+    }
+}
+
+fn parse_max_rss(s: &str) -> Result<u64, CliError> {
+    match s.trim().parse::<u64>() {
+        Ok(v) if (1..=65536).contains(&v) => Ok(v),
+        _ => Err(CliError::BadMaxRss(s.to_string())),
+    }
+}
+
 pub fn parse_args<I>(args: I) -> Result<Command, CliError>
 where
     I: IntoIterator,
@@ -116,6 +189,9 @@ where
     let mut duration = DEFAULT_DURATION;
     let mut max_payload = DEFAULT_MAX_PAYLOAD;
     let mut ignore_stdin = false;
+    let mut signals = None;
+    let mut max_cpu_pct = DEFAULT_MAX_CPU_PCT;
+    let mut max_rss_mb = DEFAULT_MAX_RSS_MB;
     let mut mode = None;
     let usage = |e: lexopt::Error| CliError::Usage(e.to_string());
     while let Some(arg) = p.next().map_err(usage)? {
@@ -140,6 +216,18 @@ where
                 let v = p.value().map_err(usage)?.string().map_err(usage)?;
                 max_payload = parse_payload(&v)?;
             }
+            Long("signals") => {
+                let v = p.value().map_err(usage)?.string().map_err(usage)?;
+                signals = Some(Signals::parse(&v)?);
+            }
+            Long("max-cpu") => {
+                let v = p.value().map_err(usage)?.string().map_err(usage)?;
+                max_cpu_pct = parse_max_cpu(&v)?;
+            }
+            Long("max-rss") => {
+                let v = p.value().map_err(usage)?.string().map_err(usage)?;
+                max_rss_mb = parse_max_rss(&v)?;
+            }
             Long("ignore-stdin") => ignore_stdin = true,
             Long("probe") => mode = Some(Command::Probe),
             Long("version") | Short('V') => mode = Some(Command::Version),
@@ -153,7 +241,16 @@ where
     if names.is_empty() && pids.is_empty() {
         names = DEFAULT_NAMES.iter().map(|s| s.to_string()).collect();
     }
-    Ok(Command::Run(RunOptions { names, pids, duration, max_payload, ignore_stdin }))
+    Ok(Command::Run(RunOptions {
+        names,
+        pids,
+        duration,
+        max_payload,
+        ignore_stdin,
+        signals,
+        max_cpu_pct,
+        max_rss_mb,
+    }))
 }
 
 #[cfg(test)]
@@ -190,6 +287,36 @@ mod tests {
         assert_eq!(o.duration, DEFAULT_DURATION);
         assert_eq!(o.max_payload, 4096);
         assert!(!o.ignore_stdin);
+        assert_eq!(o.signals, None);
+        assert_eq!(o.max_cpu_pct, 10.0);
+        assert_eq!(o.max_rss_mb, 50);
+    }
+
+    #[test]
+    fn signals_and_budget() {
+        let Command::Run(o) =
+            parse_args(["--signals", "s,n", "--max-cpu", "2.5", "--max-rss", "80"]).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(o.signals, Some(Signals { syscalls: true, packets: true, otel: false }));
+        assert_eq!(o.signals.unwrap().list(), "s,n");
+        assert_eq!(o.max_cpu_pct, 2.5);
+        assert_eq!(o.max_rss_mb, 80);
+        assert_eq!(Signals::parse("a,s"), Ok(Signals { syscalls: true, packets: false, otel: true }));
+        assert_eq!(Signals::ALL.list(), "s,n,a");
+        for bad in ["", "x", "s,,n", "S", "s n"] {
+            assert!(matches!(parse_args(["--signals", bad]), Err(CliError::BadSignals(_))), "{bad:?}");
+        }
+        for bad in ["0", "-1", "abc", "1001", "NaN"] {
+            assert!(matches!(parse_args(["--max-cpu", bad]), Err(CliError::BadMaxCpu(_))), "{bad:?}");
+        }
+        assert!(matches!(parse_args(["--max-cpu", "5%"]), Ok(Command::Run(_))));
+        for bad in ["0", "1.5", "x", "70000"] {
+            assert!(matches!(parse_args(["--max-rss", bad]), Err(CliError::BadMaxRss(_))), "{bad:?}");
+        }
+        let e = parse_args(["--max-rss", "0"]).unwrap_err().to_string();
+        assert!(e.contains("MB from 1 to 65536"), "{e}");
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod bpf {
     include!(concat!(env!("OUT_DIR"), "/tapdeck.skel.rs"));
 }
 
+pub mod budget;
 pub mod cli;
 pub mod collector;
 pub mod event;

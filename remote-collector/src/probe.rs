@@ -313,7 +313,11 @@ mod tests {
     fn missing_btf_is_named() {
         let m = kernel_requirements("6.1.0", Path::new("/nonexistent/btf/vmlinux"));
         assert_eq!(m.len(), 1, "{m:?}");
-        assert!(m[0].starts_with("kernel BTF is missing (/nonexistent/btf/vmlinux does not exist)"), "{}", m[0]);
+        assert!(
+            m[0].starts_with("kernel BTF is missing (/nonexistent/btf/vmlinux does not exist)"),
+            "{}",
+            m[0]
+        );
         assert!(m[0].contains("CONFIG_DEBUG_INFO_BTF"), "{}", m[0]);
         // Both at once: both named.
         assert_eq!(kernel_requirements("5.4.0", Path::new("/nonexistent")).len(), 2);

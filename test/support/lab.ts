@@ -108,7 +108,7 @@ export interface LoadSummary {
 /** Runs test/lab/load.mjs in the client namespace (bounded count and time). */
 export function runLoad(
   lab: Lab,
-  opts: { count: number; concurrency: number; out: string; timeLimitSec?: number },
+  opts: { count: number; concurrency: number; out: string; timeLimitSec?: number; keepalive?: boolean },
 ): Promise<LoadSummary> {
   return new Promise((resolve, reject) => {
     const child = spawn(
@@ -129,6 +129,8 @@ export function runLoad(
         opts.out,
         '--time-limit',
         String(opts.timeLimitSec ?? 60),
+        '--keepalive',
+        opts.keepalive === false ? 'off' : 'on',
       ],
       { stdio: ['ignore', 'pipe', 'inherit'] },
     );

@@ -30,6 +30,10 @@ char LICENSE[] SEC("license") = "GPL";
 /* Set by userspace before load (--max-payload), clamped to TD_MAX_PAYLOAD. */
 const volatile __u32 max_payload = 4096;
 
+/* Sampling level, rewritten by userspace while running (the .data map is mmapped):
+ * lowered when the collector is over its CPU or memory budget (src/budget.rs). */
+volatile __u32 sample_keep = TD_SAMPLE_ALL;
+
 /* tgid -> 1 (added by userspace) or 2 (inherited through fork). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -147,6 +151,19 @@ static __always_inline void fill_socket(struct event_hdr *h, struct sock *sk)
 		bpf_core_read(h->laddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
 		bpf_core_read(h->raddr, 16, &sk->__sk_common.skc_v6_daddr);
 	}
+}
+
+/* Must match sock_bucket() in src/budget.rs. */
+static __always_inline int sock_sampled(struct sock *sk)
+{
+	__u32 keep = sample_keep;
+
+	if (keep >= TD_SAMPLE_ALL)
+		return 1;
+	if ((__u32)((((__u64)sk >> 6) * 0x9E3779B97F4A7C15ULL) >> 54) < keep)
+		return 1;
+	count(TD_CNT_SAMPLED_OUT);
+	return 0;
 }
 
 static __always_inline struct data_event *scratch_event(void)
@@ -290,7 +307,7 @@ static __always_inline int exit_data(long ret, __u8 syscall)
 	if (call.syscall != syscall || ret <= 0)
 		return 0;
 	sk = tcp_sock_of_fd(call.fd);
-	if (!sk)
+	if (!sk || !sock_sampled(sk))
 		return 0;
 	e = scratch_event();
 	if (!e)
@@ -440,8 +457,11 @@ int tp_exit_sendfile(struct trace_event_raw_sys_exit *ctx)
 static __always_inline void emit_lifecycle(struct sock *sk, __s32 fd, __u64 enter_ns, __u8 kind,
 					   __u8 syscall)
 {
-	struct data_event *e = scratch_event();
+	struct data_event *e;
 
+	if (!sock_sampled(sk))
+		return;
+	e = scratch_event();
 	if (!e)
 		return;
 	e->hdr.enter_ns = enter_ns;
