@@ -1,0 +1,304 @@
+// Benchmark: the collector's overhead on the lab gateway. wrk, in the client namespace,
+// drives the gateway nginx (proxying to svca, as Kong/APISIX would) at saturation for a
+// fixed time, with the collector off, with S capture (`--signals s`, its default
+// budget), with S capture and no budget (`--max-cpu 1000 --max-rss 65536`: the raw cost)
+// and with S+N capture (`--signals s,n`). Configurations alternate within each round so
+// drift on this shared machine hits them alike. The collector runs directly (not over
+// SSH) on the nginx processes, as root. Prints req/s, the ratio to "off", the collector's
+// CPU (its own, and its BPF programs' time inside nginx from kernel.bpf_stats_enabled),
+// its peak RSS, spans/s and its sampling rate, and the ratios to the DESIGN.md budgets
+// (throughput drop <= 3 % with S+N on; collector <= 50 MB RSS). Not a pass/fail test.
+//
+//   flock /tmp/tapdeck-lab.lock node test/bench/overhead.ts [--seconds 10] [--rounds 3]
+//        [--connections 32] [--configs off,s,s-unbudgeted,s+n] [--collector PATH]
+//
+// `npm run bench:overhead` does exactly that. Needs root, the lab (brought up and torn
+// down here), wrk and a release collector build.
+
+import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { FrameDecoder, type Frame } from '../../main/ingest/frames.ts';
+import { COLLECTOR_BIN, labDown, labUp, type Lab } from '../support/lab.ts';
+
+const BUDGET_DROP = 0.03;
+const BUDGET_RSS = 50 * 1024 * 1024;
+
+const { values } = parseArgs({
+  options: {
+    seconds: { type: 'string', default: '10' },
+    rounds: { type: 'string', default: '3' },
+    connections: { type: 'string', default: '32' },
+    configs: { type: 'string', default: 'off,s,s-unbudgeted,s+n' },
+    collector: { type: 'string', default: COLLECTOR_BIN },
+    path: { type: 'string', default: '/api/bench' },
+  },
+});
+const SECONDS = Math.min(Math.max(Number(values.seconds), 1), 60);
+const ROUNDS = Math.min(Math.max(Number(values.rounds), 1), 10);
+const CONNS = Math.min(Math.max(Number(values.connections), 1), 256);
+const BIN = values.collector;
+
+interface Config {
+  name: string;
+  label: string;
+  args: string[] | null; // null: collector off
+}
+const ALL: Config[] = [
+  { name: 'off', label: 'collector off', args: null },
+  { name: 's', label: 'S (--signals s)', args: ['--signals', 's'] },
+  {
+    name: 's-unbudgeted',
+    label: 'S, no budget',
+    args: ['--signals', 's', '--max-cpu', '1000', '--max-rss', '65536'],
+  },
+  { name: 's+n', label: 'S+N (--signals s,n)', args: ['--signals', 's,n'] },
+];
+
+interface Sample {
+  rps: number;
+  cpuPct?: number;
+  bpfCpuPct?: number;
+  rssMax?: number;
+  spansPerSec?: number;
+  sampleRate?: number;
+  drops?: number;
+  dropReasons?: Record<string, number>;
+}
+
+function fail(msg: string): never {
+  process.stderr.write(`bench:overhead: ${msg}\n`);
+  process.exit(1);
+}
+
+/** wrk at saturation; asynchronous, so the collector's stdout keeps being read meanwhile. */
+function wrk(lab: Lab): Promise<number> {
+  const url = `${lab.LAB_GW_URL}${values.path}`;
+  return new Promise((resolve) => {
+    const child = spawn(
+      'ip',
+      ['netns', 'exec', lab.LAB_CLIENT_NS, 'wrk', '-t2', `-c${CONNS}`, `-d${SECONDS}s`, '--timeout', '5s', url],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    let out = '';
+    let err = '';
+    const timer = setTimeout(() => child.kill('SIGKILL'), (SECONDS + 30) * 1000);
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      if (code !== 0) fail(`wrk failed (exit ${code}): ${err || out}`);
+      const m = /Requests\/sec:\s*([\d.]+)/.exec(out);
+      if (!m) fail(`cannot read Requests/sec from wrk's output:\n${out}`);
+      const non2xx = /Non-2xx or 3xx responses:\s*(\d+)/.exec(out);
+      if (non2xx) process.stderr.write(`bench:overhead: warning: ${non2xx[1]} non-2xx answers during a run\n`);
+      resolve(Number(m[1]));
+    });
+  });
+}
+
+interface BpfProg {
+  id: number;
+  name?: string;
+  run_time_ns?: number;
+}
+
+function bpfProgs(): BpfProg[] {
+  const r = spawnSync('bpftool', ['prog', 'show', '--json'], { encoding: 'utf8' });
+  return r.status === 0 ? (JSON.parse(r.stdout) as BpfProg[]) : [];
+}
+
+/** Total run_time_ns of the programs `ids` (needs kernel.bpf_stats_enabled=1). */
+function bpfRunTimeNs(ids: Set<number>): number {
+  return bpfProgs()
+    .filter((p) => ids.has(p.id))
+    .reduce((a, p) => a + (p.run_time_ns ?? 0), 0);
+}
+
+interface Collector {
+  child: ChildProcessWithoutNullStreams;
+  frames: Frame[];
+  stderr: string;
+  exited: Promise<number | null>;
+}
+
+function startCollector(lab: Lab, args: string[]): Collector {
+  const child = spawn(BIN, ['--process', lab.LAB_NGINX_PID, '--duration', `${SECONDS + 60}s`, ...args], {
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  const dec = new FrameDecoder();
+  const c: Collector = {
+    child,
+    frames: [],
+    stderr: '',
+    exited: new Promise((res) => child.on('close', (code) => res(code))),
+  };
+  child.stdout.on('data', (d: Buffer) => c.frames.push(...dec.push(d)));
+  child.stderr.on('data', (d: Buffer) => (c.stderr += d.toString()));
+  return c;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const num = (v: unknown) => (typeof v === 'number' ? v : 0);
+const stats = (c: Collector) => c.frames.filter((f) => f.type === 'stats').map((f) => f.body);
+const dropsOf = (s: Record<string, unknown>) =>
+  Object.values((s['drops'] ?? {}) as Record<string, number>).reduce((a, b) => a + num(b), 0);
+
+/** One run of one configuration; null when the collector refused it (the sentence is printed). */
+async function run(lab: Lab, cfg: Config): Promise<Sample | null> {
+  if (!cfg.args) return { rps: await wrk(lab) };
+  // This bpftool lists no owning pids: the collector's programs are the ones that
+  // appear once it has started.
+  const idsBefore = new Set(bpfProgs().map((p) => p.id));
+  const c = startCollector(lab, cfg.args);
+  const t0 = Date.now();
+  while (!c.frames.some((f) => f.type === 'stats' || f.type === 'error') && Date.now() - t0 < 15_000) {
+    await sleep(50);
+    if (c.child.exitCode !== null) break;
+  }
+  const err = c.frames.find((f) => f.type === 'error');
+  if (err || c.child.exitCode !== null) {
+    c.child.stdin.end();
+    await c.exited;
+    const why = err ? String(err.body['message']) : c.stderr.trim();
+    process.stderr.write(`bench:overhead: ${cfg.label} not measured: the collector said: ${why}\n`);
+    return null;
+  }
+  const ours = new Set(
+    bpfProgs()
+      .filter((p) => !idsBefore.has(p.id) && p.name?.startsWith('tp_'))
+      .map((p) => p.id),
+  );
+  const before = stats(c).at(-1)!;
+  const bpf0 = bpfRunTimeNs(ours);
+  const w0 = process.hrtime.bigint();
+  const rps = await wrk(lab);
+  const wallNs = Number(process.hrtime.bigint() - w0);
+  const bpf1 = bpfRunTimeNs(ours);
+  // The next stats frame covers the end of the load.
+  const n = stats(c).length;
+  const t1 = Date.now();
+  while (stats(c).length === n && Date.now() - t1 < 3000) await sleep(50);
+  const after = stats(c).at(-1)!;
+  const during = stats(c).filter((s) => num(s['elapsed_ms']) >= num(before['elapsed_ms']));
+  c.child.stdin.end();
+  const code = await c.exited;
+  if (code !== 0) fail(`the collector exited ${code}: ${c.stderr}`);
+  const dMs = num(after['elapsed_ms']) - num(before['elapsed_ms']);
+  const cpuUs =
+    num(after['cpu_user_us']) + num(after['cpu_sys_us']) - num(before['cpu_user_us']) - num(before['cpu_sys_us']);
+  const rates = during.map((s) => num((s['budget'] as Record<string, unknown> | undefined)?.['sample_rate'] ?? 1));
+  return {
+    rps,
+    cpuPct: (cpuUs / (dMs * 1000)) * 100,
+    bpfCpuPct: ((bpf1 - bpf0) / wallNs) * 100,
+    rssMax: Math.max(...stats(c).map((s) => num(s['rss_bytes']))),
+    spansPerSec: ((num(after['spans_sent']) - num(before['spans_sent'])) * 1000) / dMs,
+    sampleRate: rates.reduce((a, b) => a + b, 0) / Math.max(rates.length, 1),
+    drops: dropsOf(after) - dropsOf(before),
+    dropReasons: Object.fromEntries(
+      Object.entries((after['drops'] ?? {}) as Record<string, number>)
+        .map(([k, v]) => [k, v - num(((before['drops'] ?? {}) as Record<string, number>)[k])] as const)
+        .filter(([, v]) => v > 0),
+    ),
+  };
+}
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length ? (s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2) : NaN;
+};
+const f1 = (x: number | undefined) => (x === undefined || Number.isNaN(x) ? '-' : x.toFixed(1));
+
+async function main(): Promise<void> {
+  if (process.getuid?.() !== 0) fail('run me as root: the lab and eBPF need it.');
+  if (!existsSync(BIN)) fail(`${BIN} is missing: run npm run build:collector.`);
+  if (spawnSync('wrk', ['--version']).error) fail('wrk is missing: run scripts/bootstrap (apt-get install wrk).');
+  const configs = values.configs
+    .split(',')
+    .map((n) => ALL.find((c) => c.name === n.trim()) ?? fail(`unknown config ${n}`));
+
+  const statsSysctl = '/proc/sys/kernel/bpf_stats_enabled';
+  const statsWas = readFileSync(statsSysctl, 'utf8').trim();
+  writeFileSync(statsSysctl, '1');
+  const lab = labUp();
+  const results = new Map<string, Sample[]>();
+  const refused = new Set<string>();
+  try {
+    process.stdout.write(
+      `bench:overhead: ${ROUNDS} round(s) x ${configs.length} configs x ${SECONDS} s, wrk -t2 -c${CONNS} ${lab.LAB_GW_URL}${values.path}\n`,
+    );
+    await wrk(lab); // warm-up: keep-alive pools, JIT of the upstream
+    for (let round = 1; round <= ROUNDS; round++) {
+      for (const cfg of configs) {
+        if (refused.has(cfg.name)) continue;
+        const s = await run(lab, cfg);
+        if (!s) {
+          refused.add(cfg.name);
+          continue;
+        }
+        results.set(cfg.name, [...(results.get(cfg.name) ?? []), s]);
+        process.stdout.write(
+          `  round ${round} ${cfg.label.padEnd(22)} ${s.rps.toFixed(0).padStart(7)} req/s` +
+            (s.cpuPct !== undefined
+              ? `  cpu ${f1(s.cpuPct)}%  bpf ${f1(s.bpfCpuPct)}%  rss ${f1((s.rssMax ?? 0) / 1048576)} MB  ${s.spansPerSec?.toFixed(0)} spans/s  sampled ${f1((s.sampleRate ?? 1) * 100)}%  drops ${s.drops} ${JSON.stringify(s.dropReasons)}`
+              : '') +
+            '\n',
+        );
+      }
+    }
+  } finally {
+    labDown();
+    writeFileSync(statsSysctl, statsWas);
+  }
+
+  const off = median((results.get('off') ?? []).map((s) => s.rps));
+  process.stdout.write(
+    `\nmedians of ${ROUNDS} run(s); CPU in % of one core; "bpf" is the BPF programs' time inside nginx\n`,
+  );
+  process.stdout.write(
+    'config                   req/s   vs off   collector cpu   bpf cpu   rss max   spans/s   sampled\n',
+  );
+  for (const cfg of configs) {
+    const xs = results.get(cfg.name);
+    if (!xs) {
+      process.stdout.write(`${cfg.label.padEnd(22)} not measured (the collector refused it; see above)\n`);
+      continue;
+    }
+    const rps = median(xs.map((s) => s.rps));
+    const on = cfg.args !== null;
+    process.stdout.write(
+      `${cfg.label.padEnd(22)} ${rps.toFixed(0).padStart(7)}  ${(((rps - off) / off) * 100).toFixed(1).padStart(6)}%` +
+        (on
+          ? `  ${f1(median(xs.map((s) => s.cpuPct!))).padStart(13)}%  ${f1(median(xs.map((s) => s.bpfCpuPct!))).padStart(7)}%  ${f1(Math.max(...xs.map((s) => s.rssMax!)) / 1048576).padStart(5)} MB  ${median(
+              xs.map((s) => s.spansPerSec!),
+            )
+              .toFixed(0)
+              .padStart(7)}  ${f1(median(xs.map((s) => s.sampleRate! * 100))).padStart(6)}%`
+          : '') +
+        '\n',
+    );
+  }
+  process.stdout.write('\nagainst DESIGN.md budgets (ratio = measured / budget; <= 1.00 is within budget)\n');
+  for (const name of ['s+n', 's', 's-unbudgeted']) {
+    const xs = results.get(name);
+    const cfg = ALL.find((c) => c.name === name)!;
+    if (!configs.includes(cfg)) continue;
+    if (!xs) {
+      process.stdout.write(`  ${cfg.label}: not measured\n`);
+      continue;
+    }
+    const drop = Math.max(0, (off - median(xs.map((s) => s.rps))) / off);
+    const rss = Math.max(...xs.map((s) => s.rssMax!));
+    process.stdout.write(
+      `  ${cfg.label.padEnd(22)} throughput drop ${(drop * 100).toFixed(1)}% / 3% = ${(drop / BUDGET_DROP).toFixed(2)}` +
+        `   rss ${(rss / 1048576).toFixed(1)} MB / 50 MB = ${(rss / BUDGET_RSS).toFixed(2)}` +
+        (name === 's+n' ? '' : '   (the budget is stated for S+N)') +
+        '\n',
+    );
+  }
+  if (!results.has('s+n') && configs.some((c) => c.name === 's+n'))
+    process.stdout.write('  S+N was not measured: this collector build does not accept --signals s,n yet.\n');
+}
+
+await main();
