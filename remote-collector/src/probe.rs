@@ -11,21 +11,8 @@ use serde::Serialize;
 pub const MIN_KERNEL: (u32, u32) = (5, 8);
 pub const BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
 
-/// Syscalls whose sys_enter_/sys_exit_ tracepoints the BPF object attaches to.
-pub const SYSCALLS: [&str; 12] = [
-    "read",
-    "write",
-    "readv",
-    "writev",
-    "recvfrom",
-    "sendto",
-    "recvmsg",
-    "sendmsg",
-    "sendfile64",
-    "accept4",
-    "connect",
-    "close",
-];
+/// The raw tracepoints (events/raw_syscalls/...) the BPF object attaches to.
+pub const RAW_SYSCALL_TRACEPOINTS: [&str; 2] = ["sys_enter", "sys_exit"];
 
 const TRACEFS_DIRS: [&str; 2] = ["/sys/kernel/debug/tracing", "/sys/kernel/tracing"];
 
@@ -50,7 +37,7 @@ impl Tracefs {
 }
 
 fn tracefs_with_events() -> Option<String> {
-    TRACEFS_DIRS.iter().find(|d| Path::new(d).join("events/syscalls").is_dir()).map(|d| d.to_string())
+    TRACEFS_DIRS.iter().find(|d| Path::new(d).join("events/raw_syscalls").is_dir()).map(|d| d.to_string())
 }
 
 /// Finds tracefs, or mounts it privately. Must run before any thread is started:
@@ -94,7 +81,7 @@ pub fn ensure_tracefs() -> Tracefs {
     }
     match tracefs_with_events() {
         Some(p) => Tracefs::PrivateMount(p),
-        None => Tracefs::Unavailable("tracefs has no events/syscalls directory".into()),
+        None => Tracefs::Unavailable("tracefs has no events/raw_syscalls directory".into()),
     }
 }
 
@@ -240,20 +227,14 @@ pub fn check_with(tracefs: &Tracefs, u: Uname, kernel: &KernelSource) -> Report 
     let mut tracepoints = BTreeMap::new();
     match tracefs.path() {
         Some(dir) => {
-            for sc in SYSCALLS {
-                for side in ["enter", "exit"] {
-                    if sc == "close" && side == "exit" {
-                        continue; // not attached
-                    }
-                    let name = format!("sys_{side}_{sc}");
-                    let present = Path::new(dir).join("events/syscalls").join(&name).join("id").exists();
-                    if !present {
-                        missing.push(format!(
-                            "tracepoint syscalls/{name} is missing: the kernel needs CONFIG_FTRACE_SYSCALLS"
-                        ));
-                    }
-                    tracepoints.insert(name, present);
+            for name in RAW_SYSCALL_TRACEPOINTS {
+                let present = Path::new(dir).join("events/raw_syscalls").join(name).join("id").exists();
+                if !present {
+                    missing.push(format!(
+                        "tracepoint raw_syscalls/{name} is missing: the kernel needs CONFIG_FTRACE_SYSCALLS"
+                    ));
                 }
+                tracepoints.insert(format!("raw_syscalls/{name}"), present);
             }
         }
         None => {
