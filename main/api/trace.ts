@@ -5,13 +5,7 @@
 import type { StoredSpan } from './records.ts';
 
 /** How the search reached a span from one already in the trace. */
-export type LinkRule =
-  | 'start'
-  | 'trace_id'
-  | 'span_id'
-  | 'x_request_id'
-  | 'syscall_trace_id'
-  | 'tcp_seq';
+export type LinkRule = 'start' | 'trace_id' | 'span_id' | 'x_request_id' | 'syscall_trace_id' | 'tcp_seq';
 
 export type TraceStart = { requestId: string } | { traceId: string } | { spanId: number };
 
