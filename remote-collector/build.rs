@@ -21,12 +21,18 @@ fn main() {
     let vmlinux_dir = manifest_dir.join("src/bpf/vmlinux").join(&arch);
     if !vmlinux_dir.join("vmlinux.h").exists() {
         panic!(
-            "{} is missing: generate it on a {arch} machine with \
-             `bpftool btf dump file /sys/kernel/btf/vmlinux format c > {}/vmlinux.h` and commit it",
-            vmlinux_dir.join("vmlinux.h").display(),
-            vmlinux_dir.display()
+            "{} is missing: generate it with `scripts/gen-vmlinux.sh {arch}` and commit it",
+            vmlinux_dir.join("vmlinux.h").display()
         );
     }
+
+    // The BPF side needs the target's register layout (bpf_tracing.h's PT_REGS_*),
+    // whatever machine builds it.
+    let target_arch_define = match arch.as_str() {
+        "x86_64" => "-D__TARGET_ARCH_x86",
+        "aarch64" => "-D__TARGET_ARCH_arm64",
+        other => panic!("no BPF build for target architecture {other}: x86_64 and aarch64 are supported"),
+    };
 
     for (src, skel) in SOURCES {
         SkeletonBuilder::new()
@@ -34,6 +40,7 @@ fn main() {
             .clang_args([
                 "-Wall".into(),
                 "-Werror".into(),
+                target_arch_define.into(),
                 "-I".into(),
                 manifest_dir.join("src/bpf").into_os_string(),
                 "-I".into(),

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+use crate::budget::{DEFAULT_MAX_CPU_PCT, DEFAULT_MAX_RSS_MB};
+
 /// Longest capture allowed, whatever `--duration` says.
 pub const MAX_DURATION: Duration = Duration::from_secs(3600);
 pub const DEFAULT_DURATION: Duration = Duration::from_secs(300);
@@ -43,6 +45,11 @@ Options:
                         /api/v1/otel/trace; protobuf or JSON, gzip)
   --interfaces LIST     packet capture only on these interface names (comma
                         list; default: every interface of every namespace)
+  --max-cpu PCT         own CPU budget in percent of one core (default 10);
+                        over it, sockets are sampled and the rest counted as
+                        dropped
+  --max-rss MB          own memory budget in resident MB (default 50); over
+                        it, the same
   --ignore-stdin        do not stop when stdin reaches EOF (manual runs)
   --probe               print a JSON report of kernel support and exit
                         (0: can run, 2: a requirement is missing)
@@ -63,11 +70,25 @@ pub struct Signals {
 
 impl Default for Signals {
     fn default() -> Self {
-        Self { syscalls: true, packets: true, otel: true }
+        Self::ALL
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+impl Signals {
+    pub const ALL: Signals = Signals { syscalls: true, packets: true, otel: true };
+
+    /// "s,n,a" order, as given to --signals.
+    pub fn list(self) -> String {
+        [(self.syscalls, "s"), (self.packets, "n"), (self.otel, "a")]
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, n)| *n)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
 pub struct RunOptions {
     pub names: Vec<String>,
     pub pids: Vec<u32>,
@@ -81,9 +102,12 @@ pub struct RunOptions {
     /// The OTLP receiver's address; None when `--otlp-listen off`.
     pub otlp_listen: Option<String>,
     pub interfaces: Vec<String>,
+    /// Percent of one core.
+    pub max_cpu_pct: f64,
+    pub max_rss_mb: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     Run(RunOptions),
     Probe,
@@ -107,6 +131,10 @@ pub enum CliError {
         "invalid header name {0:?}: give a name such as X-Api-Key (letters, digits and !#$%&'*+-.^_`|~)"
     )]
     BadHeaderName(String),
+    #[error("invalid --max-cpu {0:?}: give a percentage of one core above 0, up to 1000 (e.g. 10 or 2.5)")]
+    BadMaxCpu(String),
+    #[error("invalid --max-rss {0:?}: give a resident-memory budget in MB from 1 to 65536")]
+    BadMaxRss(String),
     #[error("invalid --process {0:?}: give a process name or a PID")]
     BadProcess(String),
     #[error("invalid --signals {0:?}: give a comma list of s (syscalls), n (packets), a (OTLP), e.g. s,a")]
@@ -201,6 +229,20 @@ fn parse_header_name(s: &str) -> Result<String, CliError> {
     }
 }
 
+fn parse_max_cpu(s: &str) -> Result<f64, CliError> {
+    match s.trim().trim_end_matches('%').parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 1000.0 => Ok(v),
+        _ => Err(CliError::BadMaxCpu(s.to_string())),
+    }
+}
+
+fn parse_max_rss(s: &str) -> Result<u64, CliError> {
+    match s.trim().parse::<u64>() {
+        Ok(v) if (1..=65536).contains(&v) => Ok(v),
+        _ => Err(CliError::BadMaxRss(s.to_string())),
+    }
+}
+
 pub fn parse_args<I>(args: I) -> Result<Command, CliError>
 where
     I: IntoIterator,
@@ -222,6 +264,8 @@ where
     let mut signals = Signals::default();
     let mut otlp_listen = Some(crate::otlp::DEFAULT_LISTEN.to_string());
     let mut interfaces = Vec::new();
+    let mut max_cpu_pct = DEFAULT_MAX_CPU_PCT;
+    let mut max_rss_mb = DEFAULT_MAX_RSS_MB;
     let mut mode = None;
     let usage = |e: lexopt::Error| CliError::Usage(e.to_string());
     while let Some(arg) = p.next().map_err(usage)? {
@@ -275,6 +319,14 @@ where
                     interfaces.push(name.to_string());
                 }
             }
+            Long("max-cpu") => {
+                let v = p.value().map_err(usage)?.string().map_err(usage)?;
+                max_cpu_pct = parse_max_cpu(&v)?;
+            }
+            Long("max-rss") => {
+                let v = p.value().map_err(usage)?.string().map_err(usage)?;
+                max_rss_mb = parse_max_rss(&v)?;
+            }
             Long("ignore-stdin") => ignore_stdin = true,
             Long("probe") => mode = Some(Command::Probe),
             Long("version") | Short('V') => mode = Some(Command::Version),
@@ -300,6 +352,8 @@ where
         signals,
         otlp_listen,
         interfaces,
+        max_cpu_pct,
+        max_rss_mb,
     }))
 }
 
@@ -341,6 +395,8 @@ mod tests {
         assert!(o.redact_headers.is_empty() && o.capture_headers.is_empty());
         assert_eq!(o.signals, Signals { syscalls: true, packets: true, otel: true });
         assert_eq!(o.otlp_listen.as_deref(), Some("127.0.0.1:4318"));
+        assert_eq!(o.max_cpu_pct, 10.0);
+        assert_eq!(o.max_rss_mb, 50);
     }
 
     #[test]
@@ -398,6 +454,33 @@ mod tests {
             assert!(matches!(parse_args(["--otlp-listen", bad]), Err(CliError::BadListen(_))), "{bad:?}");
         }
         assert_eq!(parse_listen("[::1]:4318"), Ok(Some("[::1]:4318".into())));
+    }
+
+    #[test]
+    fn signals_and_budget() {
+        let Command::Run(o) =
+            parse_args(["--signals", "s,n", "--max-cpu", "2.5", "--max-rss", "80"]).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(o.signals, Signals { syscalls: true, packets: true, otel: false });
+        assert_eq!(o.signals.list(), "s,n");
+        assert_eq!(o.max_cpu_pct, 2.5);
+        assert_eq!(o.max_rss_mb, 80);
+        assert_eq!(parse_signals("a,s"), Ok(Signals { syscalls: true, packets: false, otel: true }));
+        assert_eq!(Signals::ALL.list(), "s,n,a");
+        for bad in ["", "x", "s,,n", "S", "s n"] {
+            assert!(matches!(parse_args(["--signals", bad]), Err(CliError::BadSignals(_))), "{bad:?}");
+        }
+        for bad in ["0", "-1", "abc", "1001", "NaN"] {
+            assert!(matches!(parse_args(["--max-cpu", bad]), Err(CliError::BadMaxCpu(_))), "{bad:?}");
+        }
+        assert!(matches!(parse_args(["--max-cpu", "5%"]), Ok(Command::Run(_))));
+        for bad in ["0", "1.5", "x", "70000"] {
+            assert!(matches!(parse_args(["--max-rss", bad]), Err(CliError::BadMaxRss(_))), "{bad:?}");
+        }
+        let e = parse_args(["--max-rss", "0"]).unwrap_err().to_string();
+        assert!(e.contains("MB from 1 to 65536"), "{e}");
     }
 
     #[test]

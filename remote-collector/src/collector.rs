@@ -13,7 +13,7 @@ use std::io::Read;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, FromRawFd};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::Relaxed};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::thread;
@@ -26,6 +26,7 @@ use serde::Serialize;
 
 use crate::bpf::TapdeckSkelBuilder;
 use crate::bpf_tls::{TlsProgs, TlsSkel, TlsSkelBuilder};
+use crate::budget::{self, Controller, SAMPLE_ALL};
 use crate::cli::{RunOptions, MAX_DURATION};
 use crate::event::{self, Event};
 use crate::frame::{FrameType, FrameWriter};
@@ -35,7 +36,7 @@ use crate::packet::capture::{PacketCapture, PacketCounters, PacketOptions};
 use crate::probe::{self, Report, Tracefs};
 use crate::procs::{self, Filter, ProcessInfo};
 use crate::span::Span;
-use crate::stats::{own_usage, Counters, StatsFrame};
+use crate::stats::{own_usage, BudgetStats, Counters, StatsFrame, Usage};
 use crate::syscall_trace::SyscallTraceIds;
 use crate::tls::TlsProbes;
 use crate::tracker::{Clock, Limits, Tracker};
@@ -58,6 +59,7 @@ const CNT_RINGBUF_FULL: u32 = 0;
 const CNT_PAYLOAD_FAULT: u32 = 1;
 const CNT_PID_INHERITED: u32 = 2;
 const CNT_ACTIVE_FULL: u32 = 3;
+const CNT_SAMPLED_OUT: u32 = 4;
 
 type Out = Arc<Mutex<FrameWriter<File>>>;
 
@@ -82,8 +84,17 @@ pub fn stdout_writer() -> Out {
 enum Msg {
     Event(Box<Event>),
     Process(ProcessInfo),
-    Exited { pid: u32, now_ns: u64 },
-    Shutdown { now_ns: u64 },
+    Exited {
+        pid: u32,
+        now_ns: u64,
+    },
+    /// The sampling level went down: forget connections no longer sampled.
+    Shed {
+        keep: u32,
+    },
+    Shutdown {
+        now_ns: u64,
+    },
 }
 
 #[derive(Serialize)]
@@ -107,6 +118,26 @@ struct Hello<'a> {
     /// The OTLP receiver: `{listen, paths}`, `{listen, error}` when it could not
     /// bind, or null when it is off.
     otlp: &'a serde_json::Value,
+    /// `--signals` in effect, e.g. "s".
+    signals: &'a str,
+    budget: HelloBudget,
+}
+
+#[derive(Serialize)]
+struct HelloBudget {
+    max_cpu_pct: f64,
+    max_rss_bytes: u64,
+}
+
+/// How a run is configured, as announced in `hello`.
+pub struct RunConfig<'a> {
+    pub filter: &'a Filter,
+    pub duration: Duration,
+    pub max_payload: u32,
+    pub signals: &'a str,
+    pub limits: budget::Limits,
+    /// The OTLP receiver's hello entry (see `Hello::otlp`).
+    pub otlp: &'a serde_json::Value,
 }
 
 #[derive(Serialize)]
@@ -135,15 +166,8 @@ fn boot_time_us() -> u64 {
 }
 
 /// Writes `hello`. Every run that writes frames starts with it.
-pub fn write_hello(
-    out: &Out,
-    report: &Report,
-    filter: &Filter,
-    duration: Duration,
-    max_payload: u32,
-    otlp: &serde_json::Value,
-) {
-    let otel = otlp.get("paths").is_some();
+pub fn write_hello(out: &Out, report: &Report, cfg: &RunConfig<'_>) {
+    let otel = cfg.otlp.get("paths").is_some();
     let caps: BTreeMap<&'static str, bool> = [
         ("ebpf_syscalls", report.can_run),
         ("http1", true),
@@ -172,13 +196,15 @@ pub fn write_hello(
         pid: std::process::id(),
         boot_time_us: boot_time_us(),
         capabilities: caps,
-        filter,
-        max_duration_s: duration.as_secs().min(MAX_DURATION.as_secs()),
-        max_payload,
+        filter: cfg.filter,
+        max_duration_s: cfg.duration.as_secs().min(MAX_DURATION.as_secs()),
+        max_payload: cfg.max_payload,
         tracefs: &report.tracefs,
         redacted_headers: crate::redact::global().redacted_names(),
         captured_headers: crate::redact::global().captured_names(),
-        otlp,
+        otlp: cfg.otlp,
+        signals: cfg.signals,
+        budget: HelloBudget { max_cpu_pct: cfg.limits.max_cpu_pct, max_rss_bytes: cfg.limits.max_rss_bytes },
     };
     let mut w = lock(out);
     if let Err(e) = w.write(FrameType::Hello, &hello) {
@@ -238,6 +264,10 @@ fn raise_memlock() {
     unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &r) };
 }
 
+pub fn limits_of(opts: &RunOptions) -> budget::Limits {
+    budget::Limits { max_cpu_pct: opts.max_cpu_pct, max_rss_bytes: opts.max_rss_mb << 20 }
+}
+
 /// Runs a capture. Returns the process exit code.
 pub fn run(opts: RunOptions) -> i32 {
     let out = stdout_writer();
@@ -249,7 +279,17 @@ pub fn run(opts: RunOptions) -> i32 {
     let counters = Arc::new(Counters::default());
     let otlp =
         if report.missing.is_empty() { OtlpRun::start(&opts, &out, &counters) } else { OtlpRun::off() };
-    write_hello(&out, &report, &filter, opts.duration, opts.max_payload, &otlp.hello);
+    let limits = limits_of(&opts);
+    let signals_list = opts.signals.list();
+    let cfg = RunConfig {
+        filter: &filter,
+        duration: opts.duration,
+        max_payload: opts.max_payload,
+        signals: &signals_list,
+        limits,
+        otlp: &otlp.hello,
+    };
+    write_hello(&out, &report, &cfg);
     if !report.missing.is_empty() {
         let message = format!("{} (run --probe for the full report)", report.missing.join("; "));
         write_error(&out, "missing_requirement", message, report.missing.clone());
@@ -437,8 +477,21 @@ fn read_kernel_counters(map: &dyn MapCore, counters: &Counters) {
     counters.payload_read_failed.store(read(CNT_PAYLOAD_FAULT), Relaxed);
     counters.pid_inherited.store(read(CNT_PID_INHERITED), Relaxed);
     counters.inflight_table_full.store(read(CNT_ACTIVE_FULL), Relaxed);
+    counters.sampled_out.store(read(CNT_SAMPLED_OUT), Relaxed);
 }
 
+fn budget_stats(ctl: &Controller) -> BudgetStats {
+    let l = ctl.limits();
+    BudgetStats {
+        max_cpu_pct: l.max_cpu_pct,
+        max_rss_bytes: l.max_rss_bytes,
+        cpu_pct: (ctl.last_cpu_pct() * 10.0).round() / 10.0,
+        sample_rate: ctl.keep() as f64 / SAMPLE_ALL as f64,
+        over: ctl.over().map(|o| o.name()),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn write_stats(
     out: &Out,
     counters: &Counters,
@@ -446,8 +499,11 @@ fn write_stats(
     start: Instant,
     is_final: bool,
     otlp: &OtlpRun,
+    usage: Usage,
+    ctl: &Controller,
 ) {
-    let mut frame = StatsFrame::collect(counters, own_usage(), start.elapsed().as_millis() as u64, is_final);
+    let mut frame =
+        StatsFrame::collect(counters, usage, start.elapsed().as_millis() as u64, is_final, budget_stats(ctl));
     if let Some(o) = otlp.stats() {
         // Exports refused (bad body, too large, busy, …): their spans are lost.
         frame.drops.insert("otlp_rejected_exports", o.rejected.values().sum());
@@ -467,6 +523,33 @@ fn write_stats(
     let _ = w.write(FrameType::Stats, &frame);
     if is_final {
         let _ = w.flush();
+    }
+}
+
+/// One stderr line when shedding starts, reaches nothing, or ends (the stats frames
+/// carry every tick's level).
+fn log_budget_change(ctl: &Controller, before: u32, after: u32, usage: Usage) {
+    let pct = |k: u32| k as f64 * 100.0 / SAMPLE_ALL as f64;
+    let l = ctl.limits();
+    let why = match ctl.over() {
+        Some(budget::Over::Rss) => format!(
+            "resident memory {} MB is over the --max-rss {} MB budget",
+            usage.rss_bytes >> 20,
+            l.max_rss_bytes >> 20
+        ),
+        Some(budget::Over::Cpu) => format!(
+            "own CPU {:.1}% of a core is over the --max-cpu {}% budget",
+            ctl.last_cpu_pct(),
+            l.max_cpu_pct
+        ),
+        None => "back under budget".to_string(),
+    };
+    if before == SAMPLE_ALL || after == SAMPLE_ALL || after == 0 {
+        eprintln!(
+            "tapdeck-collector: {why}: tracing {:.1}% of sockets (was {:.1}%); skipped work is counted in stats.drops",
+            pct(after),
+            pct(before)
+        );
     }
 }
 
@@ -513,6 +596,9 @@ fn worker(rx: mpsc::Receiver<Msg>, out: Out, mut tracker: Tracker, queued: Arc<A
             }
             Msg::Process(info) => tracker.set_process(info.pid, info.meta()),
             Msg::Exited { pid, now_ns } => tracker.process_exited(pid, now_ns, spans),
+            Msg::Shed { keep } => {
+                tracker.shed(keep);
+            }
             Msg::Shutdown { now_ns } => {
                 tracker.finish(now_ns, spans);
                 return false;
@@ -626,7 +712,7 @@ fn capture(
     let mut open = TapdeckSkelBuilder::default().open(&mut open_object).context("opening the BPF object")?;
     open.maps.rodata_data.as_deref_mut().context("the BPF object has no .rodata section")?.max_payload =
         opts.max_payload;
-    let skel = open.load().context("loading the BPF programs into the kernel (verifier output above)")?;
+    let mut skel = open.load().context("loading the BPF programs into the kernel (verifier output above)")?;
 
     // The OpenSSL uprobes: a second object sharing the pid filter, the ring
     // buffer and the counters, attached per libssl file as processes show up. A
@@ -654,6 +740,13 @@ fn capture(
     // SAFETY: malloc_trim has no preconditions.
     unsafe { libc::malloc_trim(0) };
 
+    // The BPF program's sampling level (.data is mmapped: a store here is seen by
+    // the next syscall on any CPU).
+    let sample_keep_bpf: &mut u32 =
+        &mut skel.maps.data_data.as_deref_mut().context("the BPF object has no .data section")?.sample_keep;
+    let mut ctl = Controller::new(limits_of(opts));
+    let keep = Arc::new(AtomicU32::new(SAMPLE_ALL));
+
     let queued = Arc::new(AtomicUsize::new(0));
     let (tx, rx) = mpsc::sync_channel::<Msg>(QUEUE_EVENTS);
 
@@ -677,6 +770,7 @@ fn capture(
         let tx = tx.clone();
         let counters = counters.clone();
         let queued = queued.clone();
+        let keep = keep.clone();
         let mut decode_warnings = 0u32;
         let mut builder = RingBufferBuilder::new();
         builder
@@ -684,6 +778,11 @@ fn capture(
                 Counters::inc(&counters.events_seen);
                 match event::decode(data) {
                     Ok(ev) => {
+                        // Recorded before the sampling level went down.
+                        if !budget::sampled(ev.sock, keep.load(Relaxed)) {
+                            Counters::inc(&counters.shed_events);
+                            return 0;
+                        }
                         let size = ev.payload.len() + EVENT_OVERHEAD;
                         if queued.load(Relaxed) + size > QUEUE_BYTES {
                             Counters::inc(&counters.queue_full);
@@ -747,6 +846,8 @@ fn capture(
     }
 
     let mut next_tick = start + TICK;
+    let mut last_usage = own_usage();
+    let mut last_usage_at = Instant::now();
     let mut runtime_error: Option<anyhow::Error> = None;
     let stop = loop {
         if let Err(e) = rb.poll(POLL_TIMEOUT) {
@@ -789,7 +890,29 @@ fn capture(
                 cap.rescan(&skel.maps.pids, tls_skel.as_ref().map(|t| &t.progs));
             }
             read_kernel_counters(&skel.maps.counters, &counters);
-            write_stats(out, &counters, packet_counters.as_deref(), start, false, otlp);
+            let usage = own_usage();
+            let wall_us = now.duration_since(last_usage_at).as_micros().max(1) as f64;
+            let cpu_us = (usage.cpu_user_us + usage.cpu_sys_us)
+                .saturating_sub(last_usage.cpu_user_us + last_usage.cpu_sys_us)
+                as f64;
+            let before = ctl.keep();
+            let after = ctl.update(cpu_us * 100.0 / wall_us, usage.rss_bytes);
+            if after != before {
+                // SAFETY: a plain store into the mmapped .data map; the BPF side only reads it.
+                unsafe { std::ptr::write_volatile(sample_keep_bpf as *mut u32, after) };
+                keep.store(after, Relaxed);
+                if after < before {
+                    let _ = tx.send(Msg::Shed { keep: after });
+                }
+                if ctl.over() == Some(budget::Over::Rss) {
+                    // SAFETY: malloc_trim has no preconditions.
+                    unsafe { libc::malloc_trim(0) };
+                }
+                log_budget_change(&ctl, before, after, usage);
+            }
+            last_usage = usage;
+            last_usage_at = now;
+            write_stats(out, &counters, packet_counters.as_deref(), start, false, otlp, usage, &ctl);
         }
         // Never wait here for a writer (the OTLP receiver writes whole exports
         // under this lock): when it is busy, flush on a later turn.
@@ -842,7 +965,7 @@ fn capture(
     if let Some(e) = &runtime_error {
         write_error(out, "runtime", format!("{e:#}"), Vec::new());
     }
-    write_stats(out, &counters, packet_counters.as_deref(), start, true, otlp);
+    write_stats(out, &counters, packet_counters.as_deref(), start, true, otlp, own_usage(), &ctl);
     {
         let mut w = lock(out);
         let reason = if runtime_error.is_some() { Stop::Error } else { stop };

@@ -16,6 +16,7 @@ pub mod bpf_net {
     include!(concat!(env!("OUT_DIR"), "/net.skel.rs"));
 }
 
+pub mod budget;
 pub mod cli;
 pub mod collector;
 pub mod event;

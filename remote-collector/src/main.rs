@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+use tapdeck_collector::budget;
 use tapdeck_collector::cli::{self, Command};
 use tapdeck_collector::collector::{self, EXIT_MISSING, EXIT_OK, EXIT_USAGE};
 use tapdeck_collector::probe;
@@ -35,14 +36,18 @@ fn main() -> ExitCode {
             // The app reads stdout: hello, then an error frame saying what was wrong.
             let out = collector::stdout_writer();
             let report = probe::check(&probe::Tracefs::Unavailable("not checked: invalid arguments".into()));
-            collector::write_hello(
-                &out,
-                &report,
-                &Filter::default(),
-                cli::DEFAULT_DURATION,
-                cli::DEFAULT_MAX_PAYLOAD,
-                &serde_json::Value::Null,
-            );
+            let cfg = collector::RunConfig {
+                filter: &Filter::default(),
+                duration: cli::DEFAULT_DURATION,
+                max_payload: cli::DEFAULT_MAX_PAYLOAD,
+                signals: &cli::Signals::ALL.list(),
+                limits: budget::Limits {
+                    max_cpu_pct: budget::DEFAULT_MAX_CPU_PCT,
+                    max_rss_bytes: budget::DEFAULT_MAX_RSS_MB << 20,
+                },
+                otlp: &serde_json::Value::Null,
+            };
+            collector::write_hello(&out, &report, &cfg);
             collector::write_error(&out, "usage", e.to_string(), Vec::new());
             EXIT_USAGE
         }

@@ -4,28 +4,15 @@
 
 use std::collections::BTreeMap;
 use std::ffi::CStr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 pub const MIN_KERNEL: (u32, u32) = (5, 8);
 pub const BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
 
-/// Syscalls whose sys_enter_/sys_exit_ tracepoints the BPF object attaches to.
-pub const SYSCALLS: [&str; 12] = [
-    "read",
-    "write",
-    "readv",
-    "writev",
-    "recvfrom",
-    "sendto",
-    "recvmsg",
-    "sendmsg",
-    "sendfile64",
-    "accept4",
-    "connect",
-    "close",
-];
+/// The raw tracepoints (events/raw_syscalls/...) the BPF object attaches to.
+pub const RAW_SYSCALL_TRACEPOINTS: [&str; 2] = ["sys_enter", "sys_exit"];
 
 const TRACEFS_DIRS: [&str; 2] = ["/sys/kernel/debug/tracing", "/sys/kernel/tracing"];
 
@@ -50,7 +37,7 @@ impl Tracefs {
 }
 
 fn tracefs_with_events() -> Option<String> {
-    TRACEFS_DIRS.iter().find(|d| Path::new(d).join("events/syscalls").is_dir()).map(|d| d.to_string())
+    TRACEFS_DIRS.iter().find(|d| Path::new(d).join("events/raw_syscalls").is_dir()).map(|d| d.to_string())
 }
 
 /// Finds tracefs, or mounts it privately. Must run before any thread is started:
@@ -94,7 +81,7 @@ pub fn ensure_tracefs() -> Tracefs {
     }
     match tracefs_with_events() {
         Some(p) => Tracefs::PrivateMount(p),
-        None => Tracefs::Unavailable("tracefs has no events/syscalls directory".into()),
+        None => Tracefs::Unavailable("tracefs has no events/raw_syscalls directory".into()),
     }
 }
 
@@ -152,10 +139,70 @@ const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
 
+/// Where the kernel facts come from. The real check reads uname(2) and
+/// /sys/kernel/btf/vmlinux. Debug builds (tests) may override both through
+/// `TAPDECK_TEST_KERNEL_RELEASE` and `TAPDECK_TEST_BTF_PATH`, so the "too old" and
+/// "no BTF" sentences can be checked end to end on a machine that has neither
+/// problem; release builds ignore those variables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelSource {
+    pub release: String,
+    pub btf_path: PathBuf,
+}
+
+impl KernelSource {
+    pub fn real(u: &Uname) -> Self {
+        Self { release: u.release.clone(), btf_path: PathBuf::from(BTF_PATH) }
+    }
+
+    fn from_env(u: &Uname) -> Self {
+        let mut k = Self::real(u);
+        if cfg!(debug_assertions) {
+            if let Some(r) = std::env::var_os("TAPDECK_TEST_KERNEL_RELEASE") {
+                k.release = r.to_string_lossy().into_owned();
+            }
+            if let Some(p) = std::env::var_os("TAPDECK_TEST_BTF_PATH") {
+                k.btf_path = PathBuf::from(p);
+            }
+        }
+        k
+    }
+}
+
+/// The kernel-version and BTF requirements, each missing one as a sentence that
+/// names it and says what to do.
+pub fn kernel_requirements(release: &str, btf_path: &Path) -> Vec<String> {
+    let mut missing = Vec::new();
+    match parse_kernel_version(release) {
+        Some([a, b, _]) if (a, b) < MIN_KERNEL => missing.push(format!(
+            "kernel {release} is older than {}.{}: the BPF ring buffer and CO-RE tracing need Linux 5.8 or later; \
+             capture on a node with a newer kernel",
+            MIN_KERNEL.0, MIN_KERNEL.1
+        )),
+        None => missing.push(format!(
+            "kernel version {release:?} could not be parsed: the collector needs Linux 5.8 or later"
+        )),
+        _ => {}
+    }
+    if !btf_path.exists() {
+        missing.push(format!(
+            "kernel BTF is missing ({} does not exist): the kernel was built without CONFIG_DEBUG_INFO_BTF, \
+             which CO-RE programs need; use a kernel with BTF (most distributions since 2020 ship it)",
+            btf_path.display()
+        ));
+    }
+    missing
+}
+
 pub fn check(tracefs: &Tracefs) -> Report {
     let u = uname();
-    let kv = parse_kernel_version(&u.release);
-    let btf = Path::new(BTF_PATH).exists();
+    let kernel = KernelSource::from_env(&u);
+    check_with(tracefs, u, &kernel)
+}
+
+pub fn check_with(tracefs: &Tracefs, u: Uname, kernel: &KernelSource) -> Report {
+    let kv = parse_kernel_version(&kernel.release);
+    let btf = kernel.btf_path.exists();
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     let caps = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| cap_eff(&s)).unwrap_or(0);
@@ -163,22 +210,7 @@ pub fn check(tracefs: &Tracefs) -> Report {
     let (cap_bpf, cap_perfmon, cap_sys_admin) = (has(CAP_BPF), has(CAP_PERFMON), has(CAP_SYS_ADMIN));
     let privileged = cap_sys_admin || (cap_bpf && cap_perfmon);
 
-    let mut missing = Vec::new();
-    match kv {
-        Some([a, b, _]) if (a, b) < MIN_KERNEL => missing.push(format!(
-            "kernel {} is older than {}.{}: the BPF ring buffer and CO-RE tracing need Linux 5.8 or later; \
-             capture on a node with a newer kernel",
-            u.release, MIN_KERNEL.0, MIN_KERNEL.1
-        )),
-        None => missing.push(format!("kernel version {:?} could not be parsed", u.release)),
-        _ => {}
-    }
-    if !btf {
-        missing.push(format!(
-            "{BTF_PATH} is missing: the kernel was built without CONFIG_DEBUG_INFO_BTF, which CO-RE programs \
-             need; use a kernel with BTF (most distributions since 2020 ship it)"
-        ));
-    }
+    let mut missing = kernel_requirements(&kernel.release, &kernel.btf_path);
     if !privileged {
         missing.push(
             "not running as root (no CAP_BPF+CAP_PERFMON or CAP_SYS_ADMIN): start the collector as root, \
@@ -195,20 +227,14 @@ pub fn check(tracefs: &Tracefs) -> Report {
     let mut tracepoints = BTreeMap::new();
     match tracefs.path() {
         Some(dir) => {
-            for sc in SYSCALLS {
-                for side in ["enter", "exit"] {
-                    if sc == "close" && side == "exit" {
-                        continue; // not attached
-                    }
-                    let name = format!("sys_{side}_{sc}");
-                    let present = Path::new(dir).join("events/syscalls").join(&name).join("id").exists();
-                    if !present {
-                        missing.push(format!(
-                            "tracepoint syscalls/{name} is missing: the kernel needs CONFIG_FTRACE_SYSCALLS"
-                        ));
-                    }
-                    tracepoints.insert(name, present);
+            for name in RAW_SYSCALL_TRACEPOINTS {
+                let present = Path::new(dir).join("events/raw_syscalls").join(name).join("id").exists();
+                if !present {
+                    missing.push(format!(
+                        "tracepoint raw_syscalls/{name} is missing: the kernel needs CONFIG_FTRACE_SYSCALLS"
+                    ));
                 }
+                tracepoints.insert(format!("raw_syscalls/{name}"), present);
             }
         }
         None => {
@@ -221,7 +247,7 @@ pub fn check(tracefs: &Tracefs) -> Report {
     Report {
         can_run: missing.is_empty(),
         collector_version: env!("CARGO_PKG_VERSION"),
-        kernel: u.release,
+        kernel: kernel.release.clone(),
         kernel_version: kv,
         arch: u.machine,
         hostname: u.nodename,
@@ -248,6 +274,54 @@ mod tests {
         assert_eq!(parse_kernel_version("5.8"), Some([5, 8, 0]));
         assert_eq!(parse_kernel_version("x"), None);
         assert!((5, 4) < MIN_KERNEL && (5, 8) >= MIN_KERNEL && (6, 1) > MIN_KERNEL);
+    }
+
+    #[test]
+    fn old_kernel_is_named() {
+        let btf = Path::new("/proc/self/status"); // any file that exists
+        let m = kernel_requirements("5.4.0-150-generic", btf);
+        assert_eq!(m.len(), 1, "{m:?}");
+        assert!(m[0].contains("kernel 5.4.0-150-generic is older than 5.8"), "{}", m[0]);
+        assert!(m[0].contains("newer kernel"), "{}", m[0]);
+        assert!(kernel_requirements("5.8.0", btf).is_empty());
+        assert!(kernel_requirements("6.18.44-fc-v669", btf).is_empty());
+        assert!(kernel_requirements("5.7.19", btf)[0].contains("older than 5.8"));
+        assert!(kernel_requirements("4.19.0-27-amd64", btf)[0].contains("older than 5.8"));
+        assert!(kernel_requirements("weird", btf)[0].contains("could not be parsed"));
+    }
+
+    #[test]
+    fn missing_btf_is_named() {
+        let m = kernel_requirements("6.1.0", Path::new("/nonexistent/btf/vmlinux"));
+        assert_eq!(m.len(), 1, "{m:?}");
+        assert!(
+            m[0].starts_with("kernel BTF is missing (/nonexistent/btf/vmlinux does not exist)"),
+            "{}",
+            m[0]
+        );
+        assert!(m[0].contains("CONFIG_DEBUG_INFO_BTF"), "{}", m[0]);
+        // Both at once: both named.
+        assert_eq!(kernel_requirements("5.4.0", Path::new("/nonexistent")).len(), 2);
+    }
+
+    #[test]
+    fn report_carries_the_injected_kernel() {
+        let k = KernelSource { release: "5.4.0-old".into(), btf_path: PathBuf::from("/nonexistent") };
+        let r = check_with(&Tracefs::Unavailable("test".into()), uname(), &k);
+        assert!(!r.can_run);
+        assert!(!r.btf);
+        assert_eq!(r.kernel, "5.4.0-old");
+        assert_eq!(r.kernel_version, Some([5, 4, 0]));
+        assert!(r.missing.iter().any(|m| m.contains("older than 5.8")), "{:?}", r.missing);
+        assert!(r.missing.iter().any(|m| m.contains("kernel BTF is missing")), "{:?}", r.missing);
+    }
+
+    #[test]
+    fn real_source_reads_uname_and_sysfs() {
+        let u = uname();
+        let k = KernelSource::real(&u);
+        assert_eq!(k.btf_path, Path::new(BTF_PATH));
+        assert_eq!(k.release, u.release);
     }
 
     #[test]

@@ -34,11 +34,20 @@ pub struct Counters {
     pub pending_overflow: AtomicU64,
     pub response_without_request: AtomicU64,
     pub pid_table_full: AtomicU64,
+    // Shed to stay within the CPU/memory budget (src/budget.rs).
+    /// Records already queued for a socket that became unsampled.
+    pub shed_events: AtomicU64,
+    /// Connections whose state was forgotten when their socket became unsampled.
+    pub shed_connections: AtomicU64,
+    /// Requests waiting for their response on those connections: no span for them.
+    pub shed_requests: AtomicU64,
     // Copied from the BPF `counters` map.
     pub ringbuf_full: AtomicU64,
     pub payload_read_failed: AtomicU64,
     pub inflight_table_full: AtomicU64,
     pub pid_inherited: AtomicU64,
+    /// Syscalls on unsampled sockets the kernel side skipped.
+    pub sampled_out: AtomicU64,
     // Parser health.
     pub parse_errors: [AtomicU64; PARSE_ERROR_KINDS.len()],
     pub non_http_connections: AtomicU64,
@@ -125,6 +134,10 @@ impl Counters {
         m.insert("pending_overflow", self.pending_overflow.load(Relaxed));
         m.insert("response_without_request", self.response_without_request.load(Relaxed));
         m.insert("pid_table_full", self.pid_table_full.load(Relaxed));
+        m.insert("sampled_out", self.sampled_out.load(Relaxed));
+        m.insert("shed_events", self.shed_events.load(Relaxed));
+        m.insert("shed_connections", self.shed_connections.load(Relaxed));
+        m.insert("shed_requests", self.shed_requests.load(Relaxed));
         m
     }
 
@@ -162,6 +175,7 @@ pub struct StatsFrame {
     /// The OTLP receiver's counters, when it runs (STREAM.md).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub otlp: Option<crate::otlp::OtlpStats>,
+    pub budget: BudgetStats,
 }
 
 /// `stats.tls` (addition documented in STREAM.md).
@@ -175,6 +189,21 @@ pub struct TlsStats {
     pub encrypted_skipped: u64,
     /// libssl files probed.
     pub libraries: u64,
+}
+
+/// `stats.budget`: the self-enforced budget and where the collector stands.
+#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+pub struct BudgetStats {
+    /// `--max-cpu`, percent of one core.
+    pub max_cpu_pct: f64,
+    /// `--max-rss` in bytes.
+    pub max_rss_bytes: u64,
+    /// Own CPU over the last interval, percent of one core.
+    pub cpu_pct: f64,
+    /// Fraction of sockets traced, 0..=1 (1: no shedding).
+    pub sample_rate: f64,
+    /// What pushed the sampling rate down ("cpu" or "rss"), null when it is 1.
+    pub over: Option<&'static str>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -202,7 +231,7 @@ pub fn own_usage() -> Usage {
 }
 
 impl StatsFrame {
-    pub fn collect(c: &Counters, usage: Usage, elapsed_ms: u64, is_final: bool) -> Self {
+    pub fn collect(c: &Counters, usage: Usage, elapsed_ms: u64, is_final: bool, budget: BudgetStats) -> Self {
         let p = c.protocols();
         Self {
             events_seen: c.events_seen.load(Relaxed),
@@ -229,6 +258,7 @@ impl StatsFrame {
                 libraries: c.tls_libraries.load(Relaxed),
             },
             otlp: None,
+            budget,
         }
     }
 }
@@ -258,7 +288,9 @@ mod tests {
         let c = Counters::default();
         Counters::inc(&c.queue_full);
         c.ringbuf_full.store(2, Relaxed);
-        let v = serde_json::to_value(StatsFrame::collect(&c, Usage::default(), 5, true)).unwrap();
+        let v =
+            serde_json::to_value(StatsFrame::collect(&c, Usage::default(), 5, true, BudgetStats::default()))
+                .unwrap();
         for k in [
             "events_seen",
             "events_lost",
@@ -275,6 +307,10 @@ mod tests {
         assert_eq!(v["events_lost"], 3);
         assert_eq!(v["drops"]["ringbuf_full"], 2);
         assert_eq!(v["final"], true);
+        for k in ["sampled_out", "shed_events", "shed_connections", "shed_requests"] {
+            assert_eq!(v["drops"][k], 0, "{k}");
+        }
+        assert_eq!(v["budget"]["over"], serde_json::Value::Null);
     }
 
     #[test]

@@ -389,6 +389,28 @@ impl Tracker {
         }
     }
 
+    /// The sampling level went down to `keep` (src/budget.rs): forgets every
+    /// connection whose socket is no longer sampled, without emitting spans for
+    /// what it had pending. Returns (connections, requests) forgotten.
+    pub fn shed(&mut self, keep: u32) -> (u64, u64) {
+        let (mut conns, mut requests) = (0u64, 0u64);
+        self.conns.retain(|key, c| {
+            // TLS plaintext connections follow their socket's syscalls, which the
+            // kernel side already samples; only socket connections are shed here.
+            let ConnKey::Sock(sock) = key else { return true };
+            if crate::budget::sampled(*sock, keep) {
+                return true;
+            }
+            conns += 1;
+            requests += c.pending.len() as u64 + u64::from(c.in_flight.is_some()) + c.l7_waiting as u64;
+            false
+        });
+        self.counters.shed_connections.fetch_add(conns, Relaxed);
+        self.counters.shed_requests.fetch_add(requests, Relaxed);
+        self.counters.connections.store(self.conns.len() as u64, Relaxed);
+        (conns, requests)
+    }
+
     /// Forgets idle connections that have nothing pending.
     pub fn sweep(&mut self, now_ns: u64) {
         let idle = self.limits.idle_ns;
@@ -1239,6 +1261,34 @@ mod tests {
     }
 
     #[test]
+    fn shed_forgets_unsampled_connections_and_counts_their_requests() {
+        use crate::budget::{sock_bucket, SAMPLE_ALL};
+        let (mut t, c) = tracker();
+        let mut out = Vec::new();
+        t.on_event(&ev(SRV_SOCK, Direction::Ingress, 1_000, 1, 0, REQ), &mut out);
+        t.on_event(&ev(UP_SOCK, Direction::Egress, 1_100, 1, 0, REQ), &mut out);
+        assert_eq!(t.connections(), 2);
+        assert_eq!(t.shed(SAMPLE_ALL), (0, 0));
+        // A level between the two buckets keeps exactly the lower one.
+        let (lo, hi) = if sock_bucket(SRV_SOCK) < sock_bucket(UP_SOCK) {
+            (SRV_SOCK, UP_SOCK)
+        } else {
+            (UP_SOCK, SRV_SOCK)
+        };
+        assert_ne!(sock_bucket(lo), sock_bucket(hi), "test sockets must differ in bucket");
+        assert_eq!(t.shed(sock_bucket(hi)), (1, 1));
+        assert_eq!(t.connections(), 1);
+        assert_eq!(c.drops()["shed_connections"], 1);
+        assert_eq!(c.drops()["shed_requests"], 1);
+        t.finish(20_000, &mut out);
+        // Only the kept connection's pending request becomes a span; the shed one is
+        // counted, not reported as a timeout.
+        assert_eq!(out.len(), 1);
+        let _ = lo;
+        assert_eq!(t.shed(0), (0, 0));
+    }
+
+    #[test]
     fn pending_request_emitted_at_capture_end() {
         let (mut t, _) = tracker();
         let mut out = Vec::new();
@@ -1743,8 +1793,14 @@ mod tests {
         let p = c.protocols();
         assert_eq!(p.errors["Toy"]["garbage"], 5, "each line of the HTTP/1 request, blank line included");
         assert_eq!((p.spans["HTTP"], p.spans["Toy"]), (1, 1));
-        let v = serde_json::to_value(crate::stats::StatsFrame::collect(&c, Default::default(), 1, false))
-            .unwrap();
+        let v = serde_json::to_value(crate::stats::StatsFrame::collect(
+            &c,
+            Default::default(),
+            1,
+            false,
+            Default::default(),
+        ))
+        .unwrap();
         assert_eq!(v["spans_by_protocol"], serde_json::json!({"HTTP": 1, "Toy": 1}));
         assert_eq!(v["l7_parse_errors"]["Toy"]["garbage"], 5);
         assert_eq!(v["l7_connections"]["Toy"], 1);

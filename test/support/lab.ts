@@ -153,6 +153,7 @@ export function runLoad(
     url?: string;
     mixFile?: string;
     extra?: string[];
+    keepalive?: boolean;
   },
 ): Promise<LoadSummary> {
   return new Promise((resolve, reject) => {
@@ -176,6 +177,8 @@ export function runLoad(
         String(opts.timeLimitSec ?? 60),
         ...(opts.mixFile ? ['--mix', opts.mixFile] : []),
         ...(opts.extra ?? []),
+        '--keepalive',
+        opts.keepalive === false ? 'off' : 'on',
       ],
       { stdio: ['ignore', 'pipe', 'inherit'] },
     );

@@ -30,6 +30,10 @@ char LICENSE[] SEC("license") = "GPL";
 /* Set by userspace before load (--max-payload), clamped to TD_MAX_PAYLOAD. */
 const volatile __u32 max_payload = 4096;
 
+/* Sampling level, rewritten by userspace while running (the .data map is mmapped):
+ * lowered when the collector is over its CPU or memory budget (src/budget.rs). */
+volatile __u32 sample_keep = TD_SAMPLE_ALL;
+
 /* tgid -> 1 (added by userspace) or 2 (inherited through fork). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -189,6 +193,28 @@ static __always_inline void fill_socket(struct event_hdr *h, struct sock *sk)
 	}
 }
 
+/* Must match sock_bucket() in src/budget.rs. */
+static __always_inline int sock_sampled(struct sock *sk)
+{
+	__u32 keep = sample_keep;
+
+	if (keep >= TD_SAMPLE_ALL)
+		return 1;
+	if ((__u32)((((__u64)sk >> 6) * 0x9E3779B97F4A7C15ULL) >> 54) < keep)
+		return 1;
+	count(TD_CNT_SAMPLED_OUT);
+	return 0;
+}
+
+/* TCP states a socket reaches once the peer's FIN has arrived. */
+static __always_inline int fin_received(struct sock *sk)
+{
+	__u8 st = BPF_CORE_READ(sk, __sk_common.skc_state);
+
+	return st == TCP_CLOSE_WAIT || st == TCP_LAST_ACK || st == TCP_CLOSING || st == TCP_TIME_WAIT ||
+	       st == TCP_CLOSE;
+}
+
 static __always_inline struct data_event *scratch_event(void)
 {
 	__u32 zero = 0;
@@ -221,6 +247,7 @@ static __always_inline void submit(struct data_event *e, __u32 copied)
 /* ---- data syscalls ------------------------------------------------------------ */
 
 /*
+ * Called for traced processes only (rtp_sys_enter checks the tgid first).
  * Entry only remembers the arguments; whether fd is a TCP socket is checked at
  * exit, and only when bytes moved: a proxy's reads return EAGAIN about as often
  * as they return data, and those then cost a hash update and delete only.
@@ -229,11 +256,8 @@ static __always_inline int enter_data(__s32 fd, __u64 buf, __u64 len, __u8 sysca
 				      __u8 vectored)
 {
 	__u64 id = bpf_get_current_pid_tgid();
-	__u32 tgid = id >> 32;
 	struct active_call call = {};
 
-	if (!bpf_map_lookup_elem(&pids, &tgid))
-		return 0;
 	call.enter_ns = bpf_ktime_get_ns();
 	call.buf = buf;
 	call.len = len > 0xffffffff ? 0xffffffff : len;
@@ -265,10 +289,7 @@ static __always_inline int remember_addr(__u64 addr)
 static __always_inline int enter_msg(__s32 fd, __u64 msg_ptr, __u8 syscall, __u8 direction)
 {
 	struct user_msghdr msg = {};
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 
-	if (!bpf_map_lookup_elem(&pids, &tgid))
-		return 0;
 	if (bpf_probe_read_user(&msg, sizeof(msg), (void *)msg_ptr))
 		return 0;
 	enter_data(fd, (__u64)msg.msg_iov, msg.msg_iovlen, syscall, direction, 1);
@@ -330,24 +351,19 @@ fault:
 	return off;
 }
 
-static __always_inline int exit_data(long ret, __u8 syscall)
+static __always_inline int exit_data(const struct active_call *callp, long ret)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	struct active_call *stored, call;
+	struct active_call call = *callp;
 	struct data_event *e;
 	struct sock *sk;
 	__u32 cap = max_payload, copied, seq;
+	__u8 syscall = call.syscall;
 	__u8 udp = 0;
 
-	stored = bpf_map_lookup_elem(&active, &id);
-	if (!stored)
-		return 0;
-	call = *stored;
-	bpf_map_delete_elem(&active, &id);
-	if (call.syscall != syscall || ret <= 0)
+	if (ret <= 0)
 		return 0;
 	sk = inet_sock_of_fd(call.fd, &udp);
-	if (!sk)
+	if (!sk || !sock_sampled(sk))
 		return 0;
 	e = scratch_event();
 	if (!e)
@@ -371,11 +387,16 @@ static __always_inline int exit_data(long ret, __u8 syscall)
 	e->hdr.syscall = syscall;
 	e->hdr.flags = 0;
 	e->hdr.udp = udp;
-	if (udp)
+	if (udp) {
 		seq = (__u32)ret; /* no sequence numbers: tcp_seq is 0 */
-	else if (call.direction == TD_DIR_INGRESS)
+	} else if (call.direction == TD_DIR_INGRESS) {
 		seq = BPF_CORE_READ((struct tcp_sock *)sk, copied_seq);
-	else
+		/* A read that also consumed the peer's FIN advanced copied_seq past it (the
+		 * FIN takes one sequence number): then copied_seq == rcv_nxt in a state
+		 * reached by receiving a FIN. Only data counts here. */
+		if (fin_received(sk) && seq == BPF_CORE_READ((struct tcp_sock *)sk, rcv_nxt))
+			seq -= 1;
+	} else
 		seq = BPF_CORE_READ((struct tcp_sock *)sk, write_seq);
 	e->hdr.tcp_seq = seq - (__u32)ret;
 
@@ -388,120 +409,6 @@ static __always_inline int exit_data(long ret, __u8 syscall)
 	return 0;
 }
 
-#define ARG(ctx, n) ((ctx)->args[n])
-
-SEC("tracepoint/syscalls/sys_enter_read")
-int tp_enter_read(struct trace_event_raw_sys_enter *ctx)
-{
-	return enter_data(ARG(ctx, 0), ARG(ctx, 1), ARG(ctx, 2), TD_SYS_READ, TD_DIR_INGRESS, 0);
-}
-
-SEC("tracepoint/syscalls/sys_exit_read")
-int tp_exit_read(struct trace_event_raw_sys_exit *ctx)
-{
-	return exit_data(ctx->ret, TD_SYS_READ);
-}
-
-SEC("tracepoint/syscalls/sys_enter_write")
-int tp_enter_write(struct trace_event_raw_sys_enter *ctx)
-{
-	return enter_data(ARG(ctx, 0), ARG(ctx, 1), ARG(ctx, 2), TD_SYS_WRITE, TD_DIR_EGRESS, 0);
-}
-
-SEC("tracepoint/syscalls/sys_exit_write")
-int tp_exit_write(struct trace_event_raw_sys_exit *ctx)
-{
-	return exit_data(ctx->ret, TD_SYS_WRITE);
-}
-
-SEC("tracepoint/syscalls/sys_enter_readv")
-int tp_enter_readv(struct trace_event_raw_sys_enter *ctx)
-{
-	return enter_data(ARG(ctx, 0), ARG(ctx, 1), ARG(ctx, 2), TD_SYS_READV, TD_DIR_INGRESS, 1);
-}
-
-SEC("tracepoint/syscalls/sys_exit_readv")
-int tp_exit_readv(struct trace_event_raw_sys_exit *ctx)
-{
-	return exit_data(ctx->ret, TD_SYS_READV);
-}
-
-SEC("tracepoint/syscalls/sys_enter_writev")
-int tp_enter_writev(struct trace_event_raw_sys_enter *ctx)
-{
-	return enter_data(ARG(ctx, 0), ARG(ctx, 1), ARG(ctx, 2), TD_SYS_WRITEV, TD_DIR_EGRESS, 1);
-}
-
-SEC("tracepoint/syscalls/sys_exit_writev")
-int tp_exit_writev(struct trace_event_raw_sys_exit *ctx)
-{
-	return exit_data(ctx->ret, TD_SYS_WRITEV);
-}
-
-SEC("tracepoint/syscalls/sys_enter_recvfrom")
-int tp_enter_recvfrom(struct trace_event_raw_sys_enter *ctx)
-{
-	enter_data(ARG(ctx, 0), ARG(ctx, 1), ARG(ctx, 2), TD_SYS_RECVFROM, TD_DIR_INGRESS, 0);
-	return remember_addr(ARG(ctx, 4));
-}
-
-SEC("tracepoint/syscalls/sys_exit_recvfrom")
-int tp_exit_recvfrom(struct trace_event_raw_sys_exit *ctx)
-{
-	return exit_data(ctx->ret, TD_SYS_RECVFROM);
-}
-
-SEC("tracepoint/syscalls/sys_enter_sendto")
-int tp_enter_sendto(struct trace_event_raw_sys_enter *ctx)
-{
-	enter_data(ARG(ctx, 0), ARG(ctx, 1), ARG(ctx, 2), TD_SYS_SENDTO, TD_DIR_EGRESS, 0);
-	return remember_addr(ARG(ctx, 4));
-}
-
-SEC("tracepoint/syscalls/sys_exit_sendto")
-int tp_exit_sendto(struct trace_event_raw_sys_exit *ctx)
-{
-	return exit_data(ctx->ret, TD_SYS_SENDTO);
-}
-
-SEC("tracepoint/syscalls/sys_enter_recvmsg")
-int tp_enter_recvmsg(struct trace_event_raw_sys_enter *ctx)
-{
-	return enter_msg(ARG(ctx, 0), ARG(ctx, 1), TD_SYS_RECVMSG, TD_DIR_INGRESS);
-}
-
-SEC("tracepoint/syscalls/sys_exit_recvmsg")
-int tp_exit_recvmsg(struct trace_event_raw_sys_exit *ctx)
-{
-	return exit_data(ctx->ret, TD_SYS_RECVMSG);
-}
-
-SEC("tracepoint/syscalls/sys_enter_sendmsg")
-int tp_enter_sendmsg(struct trace_event_raw_sys_enter *ctx)
-{
-	return enter_msg(ARG(ctx, 0), ARG(ctx, 1), TD_SYS_SENDMSG, TD_DIR_EGRESS);
-}
-
-SEC("tracepoint/syscalls/sys_exit_sendmsg")
-int tp_exit_sendmsg(struct trace_event_raw_sys_exit *ctx)
-{
-	return exit_data(ctx->ret, TD_SYS_SENDMSG);
-}
-
-/* sendfile(out_fd, in_fd, offset, count): only the byte count is reported, so the
- * HTTP parser can skip a static-file body it never sees. */
-SEC("tracepoint/syscalls/sys_enter_sendfile64")
-int tp_enter_sendfile(struct trace_event_raw_sys_enter *ctx)
-{
-	return enter_data(ARG(ctx, 0), 0, ARG(ctx, 3), TD_SYS_SENDFILE, TD_DIR_EGRESS, 0);
-}
-
-SEC("tracepoint/syscalls/sys_exit_sendfile64")
-int tp_exit_sendfile(struct trace_event_raw_sys_exit *ctx)
-{
-	return exit_data(ctx->ret, TD_SYS_SENDFILE);
-}
-
 /*
  * sendmmsg(fd, msgvec, vlen, flags): glibc's resolver sends a name's A and AAAA
  * queries in one call. Only UDP sockets to or from port 53 are followed; each
@@ -510,33 +417,19 @@ int tp_exit_sendfile(struct trace_event_raw_sys_exit *ctx)
 #define TD_SYS_SENDMMSG_CALL 200 /* internal marker in `active`, never in a record */
 #define TD_MAX_MMSG 2
 
-SEC("tracepoint/syscalls/sys_enter_sendmmsg")
-int tp_enter_sendmmsg(struct trace_event_raw_sys_enter *ctx)
+static __always_inline int exit_sendmmsg(const struct active_call *callp, long ret)
 {
-	return enter_data(ARG(ctx, 0), ARG(ctx, 1), ARG(ctx, 2), TD_SYS_SENDMMSG_CALL, TD_DIR_EGRESS, 0);
-}
-
-SEC("tracepoint/syscalls/sys_exit_sendmmsg")
-int tp_exit_sendmmsg(struct trace_event_raw_sys_exit *ctx)
-{
-	__u64 id = bpf_get_current_pid_tgid();
-	struct active_call *stored, call, dgram = {};
+	struct active_call call = *callp, dgram = {};
 	struct data_event *e;
 	struct sock *sk;
 	__u32 cap = max_payload, copied;
-	long ret = ctx->ret;
 	__u8 udp = 0;
 	int i;
 
-	stored = bpf_map_lookup_elem(&active, &id);
-	if (!stored)
-		return 0;
-	call = *stored;
-	bpf_map_delete_elem(&active, &id);
-	if (call.syscall != TD_SYS_SENDMMSG_CALL || ret <= 0)
+	if (ret <= 0)
 		return 0;
 	sk = inet_sock_of_fd(call.fd, &udp);
-	if (!sk || !udp)
+	if (!sk || !udp || !sock_sampled(sk))
 		return 0;
 	if (cap > TD_MAX_PAYLOAD)
 		cap = TD_MAX_PAYLOAD;
@@ -581,8 +474,11 @@ int tp_exit_sendmmsg(struct trace_event_raw_sys_exit *ctx)
 static __always_inline void emit_lifecycle(struct sock *sk, __s32 fd, __u64 enter_ns, __u8 kind,
 					   __u8 syscall)
 {
-	struct data_event *e = scratch_event();
+	struct data_event *e;
 
+	if (!sock_sampled(sk))
+		return;
+	e = scratch_event();
 	if (!e)
 		return;
 	e->hdr.enter_ns = enter_ns;
@@ -601,91 +497,192 @@ static __always_inline void emit_lifecycle(struct sock *sk, __s32 fd, __u64 ente
 	submit(e, 0);
 }
 
-SEC("tracepoint/syscalls/sys_enter_accept4")
-int tp_enter_accept4(struct trace_event_raw_sys_enter *ctx)
+/* ---- dispatch: raw_syscalls/sys_enter and sys_exit ------------------------------
+ *
+ * Two raw tracepoint programs see every syscall of every task. They used to be 23
+ * programs on the per-syscall tracepoints (syscalls/sys_enter_read, ...), but those
+ * go through perf's syscall-event path, which builds a perf record for each event
+ * before the program runs: about 0.5 us per event on the test VM, paid by every
+ * process's read and write, traced or not. A raw tracepoint calls the program
+ * directly; an uninteresting syscall costs a switch on its number at entry and one
+ * hash lookup (`active`) at exit.
+ *
+ * Syscall numbers are per architecture. 32-bit (compat) tasks have other numbers and
+ * are not supported (a traced compat process would be misread; nginx, OpenResty,
+ * Kong and APISIX run as 64-bit processes).
+ */
+#if defined(__TARGET_ARCH_x86)
+#define NR_READ 0
+#define NR_WRITE 1
+#define NR_CLOSE 3
+#define NR_READV 19
+#define NR_WRITEV 20
+#define NR_SENDFILE 40
+#define NR_CONNECT 42
+#define NR_SENDTO 44
+#define NR_RECVFROM 45
+#define NR_SENDMSG 46
+#define NR_RECVMSG 47
+#define NR_ACCEPT4 288
+#define NR_SENDMMSG 307
+#elif defined(__TARGET_ARCH_arm64)
+#define NR_CLOSE 57
+#define NR_READ 63
+#define NR_WRITE 64
+#define NR_READV 65
+#define NR_WRITEV 66
+#define NR_SENDFILE 71
+#define NR_CONNECT 203
+#define NR_SENDTO 206
+#define NR_RECVFROM 207
+#define NR_SENDMSG 211
+#define NR_RECVMSG 212
+#define NR_ACCEPT4 242
+#define NR_SENDMMSG 269
+#else
+#error "tapdeck.bpf.c: syscall numbers are defined for x86_64 and arm64 only"
+#endif
+
+static __always_inline void enter_accept4(__s32 fd)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct active_call call = {};
 
-	if (!is_traced())
-		return 0;
 	call.enter_ns = bpf_ktime_get_ns();
-	call.fd = ARG(ctx, 0);
+	call.fd = fd;
 	call.syscall = TD_SYS_ACCEPT4;
 	if (bpf_map_update_elem(&active, &id, &call, BPF_ANY))
 		count(TD_CNT_ACTIVE_FULL);
+}
+
+/* Emitted at entry: after the syscall the fd no longer leads to the socket. */
+static __always_inline void enter_close(__s32 fd)
+{
+	__u8 udp = 0;
+	struct sock *sk = inet_sock_of_fd(fd, &udp);
+
+	if (sk && (!udp || sk_is_dns(sk)))
+		emit_lifecycle(sk, fd, bpf_ktime_get_ns(), TD_EV_CLOSE, TD_SYS_CLOSE);
+}
+
+SEC("raw_tracepoint/sys_enter")
+int rtp_sys_enter(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
+	long nr = ctx->args[1];
+	__u64 a0, a1, a2;
+
+	switch (nr) {
+	case NR_READ:
+	case NR_WRITE:
+	case NR_READV:
+	case NR_WRITEV:
+	case NR_RECVFROM:
+	case NR_SENDTO:
+	case NR_RECVMSG:
+	case NR_SENDMSG:
+	case NR_SENDFILE:
+	case NR_SENDMMSG:
+	case NR_ACCEPT4:
+	case NR_CONNECT:
+	case NR_CLOSE:
+		break;
+	default:
+		return 0;
+	}
+	/* The tgid filter before anything is read from the registers. */
+	if (!is_traced())
+		return 0;
+	a0 = PT_REGS_PARM1_CORE_SYSCALL(regs);
+	switch (nr) {
+	case NR_CLOSE:
+		enter_close(a0);
+		return 0;
+	case NR_ACCEPT4:
+		enter_accept4(a0);
+		return 0;
+	case NR_CONNECT:
+		return enter_data(a0, 0, 0, TD_SYS_CONNECT, TD_DIR_EGRESS, 0);
+	case NR_RECVMSG:
+		return enter_msg(a0, PT_REGS_PARM2_CORE_SYSCALL(regs), TD_SYS_RECVMSG, TD_DIR_INGRESS);
+	case NR_SENDMSG:
+		return enter_msg(a0, PT_REGS_PARM2_CORE_SYSCALL(regs), TD_SYS_SENDMSG, TD_DIR_EGRESS);
+	case NR_SENDFILE:
+		/* sendfile(out_fd, in_fd, offset, count): only the byte count is reported, so
+		 * the HTTP parser can skip a static-file body it never sees. */
+		return enter_data(a0, 0, PT_REGS_PARM4_CORE_SYSCALL(regs), TD_SYS_SENDFILE, TD_DIR_EGRESS, 0);
+	}
+	a1 = PT_REGS_PARM2_CORE_SYSCALL(regs);
+	a2 = PT_REGS_PARM3_CORE_SYSCALL(regs);
+	switch (nr) {
+	case NR_READ:
+		return enter_data(a0, a1, a2, TD_SYS_READ, TD_DIR_INGRESS, 0);
+	case NR_WRITE:
+		return enter_data(a0, a1, a2, TD_SYS_WRITE, TD_DIR_EGRESS, 0);
+	case NR_READV:
+		return enter_data(a0, a1, a2, TD_SYS_READV, TD_DIR_INGRESS, 1);
+	case NR_WRITEV:
+		return enter_data(a0, a1, a2, TD_SYS_WRITEV, TD_DIR_EGRESS, 1);
+	case NR_RECVFROM:
+		enter_data(a0, a1, a2, TD_SYS_RECVFROM, TD_DIR_INGRESS, 0);
+		return remember_addr(PT_REGS_PARM5_CORE_SYSCALL(regs));
+	case NR_SENDTO:
+		enter_data(a0, a1, a2, TD_SYS_SENDTO, TD_DIR_EGRESS, 0);
+		return remember_addr(PT_REGS_PARM5_CORE_SYSCALL(regs));
+	case NR_SENDMMSG:
+		return enter_data(a0, a1, a2, TD_SYS_SENDMMSG_CALL, TD_DIR_EGRESS, 0);
+	}
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_exit_accept4")
-int tp_exit_accept4(struct trace_event_raw_sys_exit *ctx)
+static __always_inline int exit_accept4(const struct active_call *call, long ret)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	struct active_call *stored;
 	struct sock *sk;
-	__u64 enter_ns;
-	long ret = ctx->ret;
 
-	stored = bpf_map_lookup_elem(&active, &id);
-	if (!stored)
-		return 0;
-	enter_ns = stored->enter_ns;
-	if (stored->syscall != TD_SYS_ACCEPT4) {
-		bpf_map_delete_elem(&active, &id);
-		return 0;
-	}
-	bpf_map_delete_elem(&active, &id);
 	if (ret < 0)
 		return 0;
 	sk = tcp_sock_of_fd(ret);
 	if (sk)
-		emit_lifecycle(sk, ret, enter_ns, TD_EV_ACCEPT, TD_SYS_ACCEPT4);
+		emit_lifecycle(sk, ret, call->enter_ns, TD_EV_ACCEPT, TD_SYS_ACCEPT4);
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_enter_connect")
-int tp_enter_connect(struct trace_event_raw_sys_enter *ctx)
+static __always_inline int exit_connect(const struct active_call *call, long ret)
 {
-	return enter_data(ARG(ctx, 0), 0, 0, TD_SYS_CONNECT, TD_DIR_EGRESS, 0);
+	struct sock *sk;
+	__u8 udp = 0;
+
+	if (ret != 0 && ret != -EINPROGRESS)
+		return 0;
+	sk = inet_sock_of_fd(call->fd, &udp);
+	if (sk && (!udp || sk_is_dns(sk)))
+		emit_lifecycle(sk, call->fd, call->enter_ns, TD_EV_CONNECT, TD_SYS_CONNECT);
+	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_exit_connect")
-int tp_exit_connect(struct trace_event_raw_sys_exit *ctx)
+/* A thread's next syscall exit after a remembered entry is that syscall's. */
+SEC("raw_tracepoint/sys_exit")
+int rtp_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct active_call *stored, call;
-	struct sock *sk;
-	long ret = ctx->ret;
-	__u8 udp = 0;
+	long ret = ctx->args[1];
 
 	stored = bpf_map_lookup_elem(&active, &id);
 	if (!stored)
 		return 0;
 	call = *stored;
 	bpf_map_delete_elem(&active, &id);
-	if (call.syscall != TD_SYS_CONNECT || (ret != 0 && ret != -EINPROGRESS))
-		return 0;
-	sk = inet_sock_of_fd(call.fd, &udp);
-	if (sk && (!udp || sk_is_dns(sk)))
-		emit_lifecycle(sk, call.fd, call.enter_ns, TD_EV_CONNECT, TD_SYS_CONNECT);
-	return 0;
-}
-
-/* Emitted at entry: after the syscall the fd no longer leads to the socket. */
-SEC("tracepoint/syscalls/sys_enter_close")
-int tp_enter_close(struct trace_event_raw_sys_enter *ctx)
-{
-	__s32 fd = ARG(ctx, 0);
-	struct sock *sk;
-
-	__u8 udp = 0;
-
-	if (!is_traced())
-		return 0;
-	sk = inet_sock_of_fd(fd, &udp);
-	if (sk && (!udp || sk_is_dns(sk)))
-		emit_lifecycle(sk, fd, bpf_ktime_get_ns(), TD_EV_CLOSE, TD_SYS_CLOSE);
-	return 0;
+	switch (call.syscall) {
+	case TD_SYS_ACCEPT4:
+		return exit_accept4(&call, ret);
+	case TD_SYS_CONNECT:
+		return exit_connect(&call, ret);
+	case TD_SYS_SENDMMSG_CALL:
+		return exit_sendmmsg(&call, ret);
+	default:
+		return exit_data(&call, ret);
+	}
 }
 
 /* ---- process inheritance ------------------------------------------------------ */

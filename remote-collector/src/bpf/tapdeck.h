@@ -57,8 +57,13 @@ enum td_counter {
 	TD_CNT_PAYLOAD_FAULT = 1, /* event sent without (part of) its payload */
 	TD_CNT_PID_INHERITED = 2, /* fork of a traced process added to `pids` */
 	TD_CNT_ACTIVE_FULL = 3,   /* syscall lost: the in-flight table was full */
-	TD_CNT_MAX = 4,
+	TD_CNT_SAMPLED_OUT = 4,   /* syscall skipped: its socket is not sampled (over budget) */
+	TD_CNT_MAX = 5,
 };
+
+/* sample_keep (src/budget.rs): a socket is traced when its bucket, the top 10 bits of
+ * a multiplicative hash of its address, is below sample_keep; TD_SAMPLE_ALL traces all. */
+#define TD_SAMPLE_ALL 1024
 
 /*
  * Fixed header of every ring-buffer record. TD_EV_DATA records are followed by
