@@ -16,7 +16,12 @@ describe('request log total', () => {
       insertSpans(db, c, spans);
       const all = querySpans(db, { limit: 5 });
       expect(all).toMatchObject({ total: COUNT_CAP, totalCapped: true });
-      expect(all.rows.map((r) => r.start_time_us)).toEqual(spans.slice(-5).reverse().map((s) => s.start_time_us));
+      expect(all.rows.map((r) => r.start_time_us)).toEqual(
+        spans
+          .slice(-5)
+          .reverse()
+          .map((s) => s.start_time_us),
+      );
       // Exactly COUNT_CAP matches: exact, not capped.
       const get = querySpans(db, { method: 'GET', limit: 1 });
       expect(get.total).toBe(COUNT_CAP);
