@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import type { BrowserContext, Page } from 'playwright-core';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Span } from '../../main/api/records.ts';
+import { SPAN_FIELDS, type Span } from '../../main/api/records.ts';
 import { AXIS_HEIGHT, ROW_HEIGHT } from '../../app/src/trace/time-chart.ts';
 import { createCore, type Core } from '../../main/core/core.ts';
 import { APP_ROOT, RENDERER_DIR } from '../../main/paths.ts';
@@ -273,8 +273,8 @@ describe('trace view in the browser (web mode)', () => {
     expect(await field('server_ip')).toBe('198.18.0.40');
     expect(await field('x_request_id_0')).toBe(XRID);
     expect(await field('response_code')).toBe('200');
-    // Every record field is listed, plus the row id and capture.
-    expect(await details().locator('[data-field]').count()).toBe(42);
+    // Every record field is listed (is_tls too, since schema 3), plus the row id and capture.
+    expect(await details().locator('[data-field]').count()).toBe(SPAN_FIELDS.length + 2);
     // Its ancestors, root first.
     expect(
       await details().getByRole('navigation', { name: 'Ancestors' }).getByRole('button').allTextContents(),
