@@ -4,20 +4,18 @@ import type { RequestQuery } from '../api/contract.ts';
 import type { TraceStart } from '../api/trace.ts';
 import type { CaptureUpdate, NewCapture, ProcessRecord } from './db.ts';
 
-export type StoreRequest = { id?: number } &
-  /** Spans to insert: `spanValues()` (db.ts) as JSON text, which the worker parses faster than it would receive span objects. */
-  (
-    | { op: 'appendSpans'; captureId: number; values: string }
-    | { op: 'flush' }
-    | { op: 'createCapture'; capture: NewCapture }
-    | { op: 'updateCapture'; update: CaptureUpdate }
-    | { op: 'upsertProcess'; captureId: number; process: ProcessRecord }
-    | { op: 'listCaptures' }
-    | { op: 'getCapture'; captureId: number }
-    | { op: 'querySpans'; query: RequestQuery }
-    | { op: 'trace'; start: TraceStart }
-    | { op: 'close' }
-  );
+export type StoreRequest = { id?: number } & (
+  | { op: 'appendSpans'; captureId: number; values: string } // spanValues() (db.ts) as JSON text
+  | { op: 'flush' }
+  | { op: 'createCapture'; capture: NewCapture }
+  | { op: 'updateCapture'; update: CaptureUpdate }
+  | { op: 'upsertProcess'; captureId: number; process: ProcessRecord }
+  | { op: 'listCaptures' }
+  | { op: 'getCapture'; captureId: number }
+  | { op: 'querySpans'; query: RequestQuery }
+  | { op: 'trace'; start: TraceStart }
+  | { op: 'close' }
+);
 
 export type StoreResponse =
   | { id: number; ok: true; value: unknown }
