@@ -74,8 +74,13 @@ export interface RequestQuery {
 
 export interface RequestPage {
   rows: StoredSpan[];
-  /** Total rows matching the filter (not only this page). */
+  /**
+   * Rows matching the filter (not only this page), counted up to `COUNT_CAP`: when more
+   * match, `total` is `COUNT_CAP` and `totalCapped` is true ("more than 10,000").
+   */
   total: number;
+  /** True when more than `total` rows match (the count stopped at `COUNT_CAP`). */
+  totalCapped?: boolean;
 }
 
 export interface FlowQuery {
@@ -96,6 +101,9 @@ export interface FlowPage {
   rows: StoredFlow[];
   total: number;
 }
+
+/** The request log counts matching rows up to this many (a full count of 10M rows takes seconds). */
+export const COUNT_CAP = 10_000;
 
 export interface AppInfo {
   version: string;

@@ -225,7 +225,9 @@ async function requestsCmd(args: string[]): Promise<number> {
       process.stdout.write(JSON.stringify(rows) + '\n');
     } else {
       process.stdout.write(formatTable(page.rows) + '\n');
-      process.stderr.write(`${page.rows.length} of ${page.total} matching spans\n`);
+      process.stderr.write(
+        `${page.rows.length} of ${page.totalCapped ? `more than ${page.total}` : page.total} matching spans\n`,
+      );
     }
   } finally {
     await store.close();

@@ -6,7 +6,7 @@ import type { TraceStart } from '../api/trace.ts';
 import type { CaptureUpdate, NewCapture, ProcessRecord } from './db.ts';
 
 export type StoreRequest = { id?: number } & (
-  | { op: 'appendSpans'; captureId: number; spans: Span[] }
+  | { op: 'appendSpans'; captureId: number; values: string } // spanValues() (db.ts) as JSON text
   | { op: 'upsertFlows'; captureId: number; flows: Flow[] }
   | { op: 'upsertNetns'; captureId: number; netns: NetnsRecord }
   | { op: 'queryFlows'; query: FlowQuery }

@@ -6,7 +6,7 @@ import type { CaptureInfo, FlowPage, FlowQuery, RequestPage, RequestQuery } from
 import type { Flow, NetnsRecord, Span } from '../api/records.ts';
 import { CodedError } from '../errors.ts';
 import type { Trace, TraceStart } from '../api/trace.ts';
-import type { CaptureUpdate, NewCapture, ProcessRecord } from './db.ts';
+import { spanValues, type CaptureUpdate, type NewCapture, type ProcessRecord } from './db.ts';
 import type { StoreRequest, StoreResponse } from './protocol.ts';
 
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
@@ -83,7 +83,13 @@ export class Store {
   /** Queues spans for a batched insert; `flush()` waits until they are written. */
   appendSpans(captureId: number, spans: Span[]): void {
     if (this.closed || spans.length === 0) return;
-    this.worker.postMessage({ op: 'appendSpans', captureId, spans } satisfies StoreRequest);
+    // Flat values as JSON: a structured clone of span objects costs the worker (the
+    // insert-bound thread) about 6 µs per span to receive, parsing this about 1.6 µs.
+    this.worker.postMessage({
+      op: 'appendSpans',
+      captureId,
+      values: JSON.stringify(spanValues(spans)),
+    } satisfies StoreRequest);
   }
 
   /** Queues flow records (inserted or updated by flow_id); `flush()` waits for them too. */

@@ -2,7 +2,7 @@
 // answers requests from `Store`, and batches span inserts into transactions.
 
 import { parentPort, workerData } from 'node:worker_threads';
-import type { Span } from '../api/records.ts';
+import { SPAN_FIELDS } from '../api/records.ts';
 import * as db from './db.ts';
 import type { StoreRequest, StoreResponse } from './protocol.ts';
 
@@ -25,7 +25,7 @@ try {
 
 const FLUSH_ROWS = 5_000;
 const FLUSH_MS = 50;
-const pending = new Map<number, Span[]>();
+const pending = new Map<number, unknown[][]>();
 let pendingRows = 0;
 let timer: NodeJS.Timeout | null = null;
 
@@ -34,7 +34,7 @@ function flush(): void {
     clearTimeout(timer);
     timer = null;
   }
-  for (const [captureId, spans] of pending) db.insertSpans(conn, captureId, spans);
+  for (const [captureId, parts] of pending) db.insertSpanValues(conn, captureId, parts);
   pending.clear();
   pendingRows = 0;
 }
@@ -42,10 +42,11 @@ function flush(): void {
 function handle(req: StoreRequest): unknown {
   switch (req.op) {
     case 'appendSpans': {
+      const values = JSON.parse(req.values) as unknown[];
       const list = pending.get(req.captureId);
-      if (list) list.push(...req.spans);
-      else pending.set(req.captureId, [...req.spans]);
-      pendingRows += req.spans.length;
+      if (list) list.push(values);
+      else pending.set(req.captureId, [values]);
+      pendingRows += values.length / SPAN_FIELDS.length;
       if (pendingRows >= FLUSH_ROWS) flush();
       else timer ??= setTimeout(flush, FLUSH_MS);
       return null;

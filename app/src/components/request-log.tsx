@@ -60,6 +60,8 @@ export function RequestLog({
   const page = useQuery(requestsQuery(query));
   const rows = page.data?.rows ?? NO_ROWS;
   const total = page.data?.total ?? 0;
+  // The core counts up to 10,000 matches (RequestPage.totalCapped): "10,000+ requests".
+  const capped = page.data?.totalCapped === true;
 
   const set = <K extends keyof Filters>(key: K, value: Filters[K]): void => {
     setFilters((f) => ({ ...f, [key]: value }));
@@ -137,8 +139,15 @@ export function RequestLog({
           <input type="checkbox" checked={live} onChange={(e) => onLiveChange(e.target.checked)} />
           <span>Live</span>
         </label>
-        <span className="count" data-testid="request-count" aria-live="polite">
-          {page.isPending ? 'loading…' : `${formatCount(total)} ${total === 1 ? 'request' : 'requests'}`}
+        <span
+          className="count"
+          data-testid="request-count"
+          aria-live="polite"
+          title={capped ? `More than ${formatCount(total)} requests match; counting stops there` : undefined}
+        >
+          {page.isPending
+            ? 'loading…'
+            : `${formatCount(total)}${capped ? '+' : ''} ${total === 1 && !capped ? 'request' : 'requests'}`}
           {rows.length < total && <span className="muted"> · newest {formatCount(rows.length)} shown</span>}
         </span>
       </div>
