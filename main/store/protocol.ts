@@ -1,7 +1,7 @@
 // Messages between `Store` and its worker.
 
 import type { FlowQuery, RequestQuery } from '../api/contract.ts';
-import type { Flow, NetnsRecord, Span } from '../api/records.ts';
+import type { Flow, NetnsRecord } from '../api/records.ts';
 import type { TraceStart } from '../api/trace.ts';
 import type { CaptureUpdate, NewCapture, ProcessRecord } from './db.ts';
 
