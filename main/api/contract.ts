@@ -24,7 +24,7 @@ export interface CaptureRequest {
   otlpListen?: string;
   /**
    * What the collector captures (its `--signals`): `s` syscall S spans, `n` packet N
-   * spans and L4 flows, `a` OTLP A spans. Default: `['s']`.
+   * spans and L4 flows, `a` OTLP A spans. Default: `['s', 'a']`.
    */
   signals?: string[];
 }

@@ -47,7 +47,12 @@ const SPANS_EVENT_MS = 250;
 const STOP_GRACE_MS = 5_000;
 
 export const SIGNALS = ['s', 'n', 'a'] as const;
-export const DEFAULT_SIGNALS = ['s'];
+/**
+ * What a capture collects unless told otherwise: syscall S spans and the OTLP receiver's
+ * A spans (it costs nothing while no application sends to it). Packet capture (`n`)
+ * is opt-in: it adds one N span per interface an exchange crosses to the request log.
+ */
+export const DEFAULT_SIGNALS = ['s', 'a'];
 
 /** Checks a `--signals` list; returns a sentence saying what is wrong, or null. */
 export function signalsProblem(signals: unknown): string | null {
