@@ -39,7 +39,8 @@ Options:
                         (repeatable; redacted headers show as [REDACTED])
   --signals LIST        comma list of what to collect: s (syscall S spans), n
                         (packet N spans and L4 flows), a (OTLP receiver A spans);
-                        default all that this collector supports
+                        default s,a (packet capture is opt-in: it costs
+                        more and adds an N span per interface crossed)
   --otlp-listen ADDR    OTLP/HTTP receiver address for A spans, IP:PORT, or off
                         (default 127.0.0.1:4318; paths /v1/traces and
                         /api/v1/otel/trace; protobuf or JSON, gzip)
@@ -68,9 +69,10 @@ pub struct Signals {
     pub otel: bool,
 }
 
+/// Without `--signals`: S and A spans. Packet capture (`n`) is opt-in, as in the app.
 impl Default for Signals {
     fn default() -> Self {
-        Self::ALL
+        Self { syscalls: true, packets: false, otel: true }
     }
 }
 
@@ -393,7 +395,7 @@ mod tests {
         assert!(!o.ignore_stdin);
         assert_eq!(o.max_header, 16 * 1024);
         assert!(o.redact_headers.is_empty() && o.capture_headers.is_empty());
-        assert_eq!(o.signals, Signals { syscalls: true, packets: true, otel: true });
+        assert_eq!(o.signals, Signals { syscalls: true, packets: false, otel: true });
         assert_eq!(o.otlp_listen.as_deref(), Some("127.0.0.1:4318"));
         assert_eq!(o.max_cpu_pct, 10.0);
         assert_eq!(o.max_rss_mb, 50);
