@@ -664,12 +664,19 @@ fn random_prefix() -> u32 {
 
 /// Opens and loads the TLS object with the syscall object's `pids`, `events` and
 /// `counters` maps.
+/// With `multi`, the programs are loaded for uprobe_multi links (see tls.rs).
 fn load_tls<'obj>(
     object: &'obj mut MaybeUninit<libbpf_rs::OpenObject>,
     skel: &crate::bpf::TapdeckSkel<'_>,
     max_payload: u32,
+    multi: bool,
 ) -> Result<TlsSkel<'obj>> {
     let mut open = TlsSkelBuilder::default().open(object).context("opening the TLS BPF object")?;
+    if multi {
+        for mut prog in open.open_object_mut().progs_mut() {
+            prog.set_attach_type(libbpf_rs::ProgramAttachType::TraceUprobeMulti);
+        }
+    }
     open.maps.rodata_data.as_deref_mut().context("the TLS BPF object has no .rodata section")?.max_payload =
         max_payload;
     open.maps.pids.reuse_fd(skel.maps.pids.as_fd()).context("sharing the pids map with the TLS object")?;
@@ -717,9 +724,22 @@ fn capture(
     // The OpenSSL uprobes: a second object sharing the pid filter, the ring
     // buffer and the counters, attached per libssl file as processes show up. A
     // node where it cannot load (no uprobe support) still gets plain-socket spans.
+    // uprobe_multi links first where the kernel has them (much faster to detach),
+    // classic perf-event uprobes otherwise.
     let mut tls_object = MaybeUninit::uninit();
-    let tls_skel = match load_tls(&mut tls_object, &skel, opts.max_payload) {
+    let mut tls_object_classic = MaybeUninit::uninit();
+    let mut tls_multi = crate::tls::uprobe_multi_wanted();
+    let tls_skel = match load_tls(&mut tls_object, &skel, opts.max_payload, tls_multi) {
         Ok(t) => Some(t),
+        Err(e) if tls_multi => {
+            eprintln!(
+                "tapdeck-collector: TLS: uprobe_multi programs did not load ({e:#}); using classic uprobes"
+            );
+            tls_multi = false;
+            load_tls(&mut tls_object_classic, &skel, opts.max_payload, false)
+                .map_err(|e| eprintln!("tapdeck-collector: TLS plaintext is off: {e:#}"))
+                .ok()
+        }
         Err(e) => {
             eprintln!("tapdeck-collector: TLS plaintext is off: {e:#}");
             None
@@ -818,7 +838,7 @@ fn capture(
         tx: tx.clone(),
         traced: BTreeMap::new(),
         warned_missing: false,
-        tls: TlsProbes::default(),
+        tls: TlsProbes::new(tls_multi),
     };
     if opts.signals.syscalls {
         cap.rescan(&skel.maps.pids, tls_skel.as_ref().map(|t| &t.progs));
