@@ -21,6 +21,10 @@
 #define S_IFMT 00170000
 #define S_IFSOCK 0140000
 #define EINPROGRESS 115
+/* A peek moves no byte: the read that later consumes the bytes reports them, with
+ * their sequence number (a peek leaves copied_seq alone, so copied_seq - ret would
+ * be wrong, and a record of it would show the parser the same bytes twice). */
+#define MSG_PEEK 2
 
 /* Wake userspace only once this much is queued; it polls on a short timeout anyway. */
 #define TD_WAKEUP_BYTES (256 * 1024)
@@ -206,15 +210,6 @@ static __always_inline int sock_sampled(struct sock *sk)
 	return 0;
 }
 
-/* TCP states a socket reaches once the peer's FIN has arrived. */
-static __always_inline int fin_received(struct sock *sk)
-{
-	__u8 st = BPF_CORE_READ(sk, __sk_common.skc_state);
-
-	return st == TCP_CLOSE_WAIT || st == TCP_LAST_ACK || st == TCP_CLOSING || st == TCP_TIME_WAIT ||
-	       st == TCP_CLOSE;
-}
-
 static __always_inline struct data_event *scratch_event(void)
 {
 	__u32 zero = 0;
@@ -351,6 +346,43 @@ fault:
 	return off;
 }
 
+/* Kernels before 6.x keep the flags in struct sock itself. */
+struct sock___flags_in_sock {
+	unsigned long sk_flags;
+} __attribute__((preserve_access_index));
+
+/*
+ * copied_seq at syscall exit, less the FIN if this read consumed it. The first
+ * byte a read returned is copied_seq - ret, except that tcp_recvmsg also counts
+ * the peer's FIN in copied_seq (+1) when a read drains the data up to a FIN
+ * already queued: a response read after the server closed. A FIN is in sequence
+ * space but carries no byte, so the read's record would be one past the packet's
+ * seq. The FIN was consumed by this read exactly when one was received (tcp_fin
+ * set SOCK_DONE) and copied_seq has caught up with rcv_nxt (which counts the FIN;
+ * an unread FIN leaves copied_seq <= rcv_nxt - 1, and nothing follows a FIN).
+ * Read at exit, not entry, so a read that returns EAGAIN stays cheap; the price is
+ * that a second thread reading the same socket between this read and its exit
+ * tracepoint would shift the number (sockets are not read by two threads at once
+ * in the servers Tapdeck traces). Urgent data skipped by a non-inline read (never
+ * used by HTTP) is not corrected.
+ */
+static __always_inline __u32 copied_seq_before_fin(struct tcp_sock *tp)
+{
+	struct sock *sk = (struct sock *)tp;
+	__u32 copied = BPF_CORE_READ(tp, copied_seq);
+	unsigned long flags;
+
+	if (copied != BPF_CORE_READ(tp, rcv_nxt))
+		return copied;
+	if (bpf_core_field_exists(sk->__sk_common.skc_flags))
+		flags = BPF_CORE_READ(sk, __sk_common.skc_flags);
+	else
+		flags = BPF_CORE_READ((struct sock___flags_in_sock *)sk, sk_flags);
+	if (flags & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_DONE)))
+		return copied - 1;
+	return copied;
+}
+
 static __always_inline int exit_data(const struct active_call *callp, long ret)
 {
 	struct active_call call = *callp;
@@ -390,12 +422,7 @@ static __always_inline int exit_data(const struct active_call *callp, long ret)
 	if (udp) {
 		seq = (__u32)ret; /* no sequence numbers: tcp_seq is 0 */
 	} else if (call.direction == TD_DIR_INGRESS) {
-		seq = BPF_CORE_READ((struct tcp_sock *)sk, copied_seq);
-		/* A read that also consumed the peer's FIN advanced copied_seq past it (the
-		 * FIN takes one sequence number): then copied_seq == rcv_nxt in a state
-		 * reached by receiving a FIN. Only data counts here. */
-		if (fin_received(sk) && seq == BPF_CORE_READ((struct tcp_sock *)sk, rcv_nxt))
-			seq -= 1;
+		seq = copied_seq_before_fin((struct tcp_sock *)sk);
 	} else
 		seq = BPF_CORE_READ((struct tcp_sock *)sk, write_seq);
 	e->hdr.tcp_seq = seq - (__u32)ret;
@@ -604,6 +631,8 @@ int rtp_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	case NR_CONNECT:
 		return enter_data(a0, 0, 0, TD_SYS_CONNECT, TD_DIR_EGRESS, 0);
 	case NR_RECVMSG:
+		if (PT_REGS_PARM3_CORE_SYSCALL(regs) & MSG_PEEK)
+			return 0; /* see MSG_PEEK */
 		return enter_msg(a0, PT_REGS_PARM2_CORE_SYSCALL(regs), TD_SYS_RECVMSG, TD_DIR_INGRESS);
 	case NR_SENDMSG:
 		return enter_msg(a0, PT_REGS_PARM2_CORE_SYSCALL(regs), TD_SYS_SENDMSG, TD_DIR_EGRESS);
@@ -624,6 +653,8 @@ int rtp_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	case NR_WRITEV:
 		return enter_data(a0, a1, a2, TD_SYS_WRITEV, TD_DIR_EGRESS, 1);
 	case NR_RECVFROM:
+		if (PT_REGS_PARM4_CORE_SYSCALL(regs) & MSG_PEEK)
+			return 0; /* see MSG_PEEK */
 		enter_data(a0, a1, a2, TD_SYS_RECVFROM, TD_DIR_INGRESS, 0);
 		return remember_addr(PT_REGS_PARM5_CORE_SYSCALL(regs));
 	case NR_SENDTO:
