@@ -103,6 +103,9 @@ export function nest(
   //     and server socket) that contains them in time and shares an id with them.
   //     OTel SDKs may stamp a start in whole milliseconds (the JS SDK's Date.now()),
   //     up to 1 ms before the request was read: the containment tolerance covers it.
+  //     Its end is not compared: the S span ends at the response's first byte, the
+  //     SDK's server span when the whole response is handed over, later (by over a
+  //     millisecond in the lab on a cold first request).
   for (const a of all) {
     if (a.signal_source !== 'otel' || parent.has(a.id)) continue;
     const aKey = keyOf.get(a.id)!;
@@ -119,7 +122,7 @@ export function nest(
             a.server_ip !== null &&
             s.server_ip === a.server_ip &&
             s.server_port === a.server_port;
-      if (!sameProcess || !contains(s, a) || t(a).end > t(s).end + tol) continue;
+      if (!sameProcess || !contains(s, a)) continue;
       if (!idsOf.get(s.id)!.some((x) => aIds.includes(x))) continue;
       if (best === null || t(s).start > t(best).start) best = s;
     }

@@ -207,7 +207,8 @@ describe('nesting', () => {
     // As the lab showed: nginx sends no traceparent, so svca's OTel SDK starts a trace
     // (s-app without a parent); the JS SDK stamps its start with Date.now(), floored to
     // the millisecond, so it begins up to 1 ms before svca's s-p span and before every
-    // span of the request, the client's first packet included.
+    // span of the request, the client's first packet included; it ends when the whole
+    // response is handed over, after svca's s-p span (which ends at its first byte).
     const t1 = { trace_id: 't1' };
     const svcaApp = { pid: SVCA.pid, server_ip: hop(2).server_ip, server_port: 8080, ...xr, ...t1 };
     const spans = (withPid: boolean): Span[] => [
@@ -232,7 +233,7 @@ describe('nesting', () => {
         span_id: 's1',
         observation_point: 's-app',
         at: 0,
-        dur: 9_000,
+        dur: 10_500,
       }),
       app({
         ...svcaApp,
