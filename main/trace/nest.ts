@@ -97,6 +97,38 @@ export function nest(
     if (p) setParent(a.id, p.id);
   }
 
+  // 2b. A spans still without a parent (an SDK's root span: the gateway sent no
+  //     traceparent, as nginx, Kong and APISIX do by default): under the narrowest
+  //     server process span of the process that emitted them (its pid, else its node
+  //     and server socket) that contains them in time and shares an id with them.
+  //     OTel SDKs may stamp a start in whole milliseconds (the JS SDK's Date.now()),
+  //     up to 1 ms before the request was read: the containment tolerance covers it.
+  //     Its end is not compared: the S span ends at the response's first byte, the
+  //     SDK's server span when the whole response is handed over, later (by over a
+  //     millisecond in the lab on a cold first request).
+  for (const a of all) {
+    if (a.signal_source !== 'otel' || parent.has(a.id)) continue;
+    const aKey = keyOf.get(a.id)!;
+    const aIds = idsOf.get(a.id)!;
+    if (aIds.length === 0) continue;
+    let best: StoredSpan | null = null;
+    for (const s of all) {
+      if (s.signal_source !== 'ebpf' || s.observation_point !== 's-p') continue;
+      const sameProcess =
+        aKey !== null
+          ? keyOf.get(s.id) === aKey
+          : s.capture_id === a.capture_id &&
+            s.node === a.node &&
+            a.server_ip !== null &&
+            s.server_ip === a.server_ip &&
+            s.server_port === a.server_port;
+      if (!sameProcess || !contains(s, a)) continue;
+      if (!idsOf.get(s.id)!.some((x) => aIds.includes(x))) continue;
+      if (best === null || t(s).start > t(best).start) best = s;
+    }
+    if (best) setParent(a.id, best.id);
+  }
+
   // 3. heads of network span sets
   const serverSpansByProcess = new Map<string, StoredSpan[]>();
   for (const s of all) {

@@ -75,6 +75,33 @@ export function serviceOf(node: TraceNode): string {
   return s.process_name ?? s.app_service ?? 'unknown process';
 }
 
+const processKey = (n: TraceNode): string => `${n.span.capture_id}|${n.span.node ?? ''}|${n.span.pid ?? ''}`;
+
+/**
+ * serviceOf, with S spans of different processes that share a name told apart (two
+ * Node services are both `node`): `node (svca)` for the process whose OTel spans name
+ * service svca, else `node (pid 4211)`.
+ */
+function serviceNamer(trace: Trace): (node: TraceNode) => string {
+  const keysByName = new Map<string, Set<string>>();
+  const appByKey = new Map<string, string>();
+  const stack = [...trace.roots];
+  while (stack.length) {
+    const n = stack.pop()!;
+    stack.push(...n.children);
+    if (n.kind === 'S' && n.span.process_name !== null) {
+      const set = keysByName.get(n.span.process_name) ?? new Set<string>();
+      keysByName.set(n.span.process_name, set.add(processKey(n)));
+    } else if (n.kind === 'A' && n.span.pid !== null && n.span.app_service !== null)
+      appByKey.set(processKey(n), n.span.app_service);
+  }
+  return (node) => {
+    const name = serviceOf(node);
+    if (node.kind !== 'S' || node.span.process_name === null || (keysByName.get(name)?.size ?? 0) < 2) return name;
+    return `${name} (${appByKey.get(processKey(node)) ?? `pid ${node.span.pid ?? '?'}`})`;
+  };
+}
+
 /** Protocol, method and resource; for N spans also the observation point and interface. */
 export function callInfo(node: TraceNode): string {
   const s = node.span;
@@ -128,9 +155,10 @@ export function layoutTrace(trace: Trace): TraceLayout {
   const stack: { node: TraceNode; parent: number }[] = [];
   const roots = [...trace.roots].sort((a, b) => b.renderStartUs - a.renderStartUs);
   for (const r of roots) stack.push({ node: r, parent: -1 });
+  const nameOf = serviceNamer(trace);
   while (stack.length) {
     const { node, parent } = stack.pop()!;
-    const service = serviceOf(node);
+    const service = nameOf(node);
     const bar: Bar = {
       index: bars.length,
       node,

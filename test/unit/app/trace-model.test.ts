@@ -15,7 +15,7 @@ import {
   withAncestors,
   type Bar,
 } from '../../../app/src/trace/model.ts';
-import { checkoutTrace, largeTrace } from '../../support/trace-fixtures.ts';
+import { buildTrace, checkoutTrace, largeTrace } from '../../support/trace-fixtures.ts';
 
 const find = (bars: Bar[], kind: string, op: string, path: string): Bar => {
   const b = bars.find(
@@ -89,6 +89,47 @@ describe('trace layout', () => {
     expect(a.color).not.toBe(s.color);
     const inventory = layout.bars.filter((b) => b.service === 'inventory');
     expect(new Set(inventory.map((b) => b.color)).size).toBe(1);
+  });
+
+  it('tells apart two processes of one name: by the OTel service one emits, else by pid', () => {
+    // the lab's chain: svca (instrumented) and svcb are both `node`
+    const t = buildTrace({
+      kind: 'S',
+      op: 's-p',
+      at: 0,
+      dur: 3000,
+      node: 'vm',
+      process: 'node',
+      pid: 18034,
+      children: [
+        {
+          kind: 'A',
+          op: 's-app',
+          at: 100,
+          dur: 2800,
+          node: 'vm',
+          pid: 18034,
+          service: 'svca',
+          children: [
+            {
+              kind: 'S',
+              op: 'c-p',
+              at: 500,
+              dur: 1000,
+              node: 'vm',
+              process: 'node',
+              pid: 18034,
+              children: [{ kind: 'S', op: 's-p', at: 600, dur: 800, node: 'vm', process: 'node', pid: 18033 }],
+            },
+          ],
+        },
+      ],
+    });
+    const l = layoutTrace(t);
+    expect(l.bars.map((b) => b.service)).toEqual(['node (svca)', 'svca', 'node (svca)', 'node (pid 18033)']);
+    expect(l.services.map((s) => s.service).sort()).toEqual(['node (pid 18033)', 'node (svca)', 'svca']);
+    // one process alone keeps its plain name
+    expect(layout.bars.filter((b) => b.node.kind === 'S').some((b) => b.service.includes('('))).toBe(false);
   });
 
   it("shares the trace's self time among services, adding up to the whole", () => {

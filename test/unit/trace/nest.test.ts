@@ -203,6 +203,74 @@ describe('nesting', () => {
     expect(nodeOf(t, f.id(6))).toMatchObject({ depth: 5 });
   });
 
+  it('nests an SDK root span (no traceparent from the gateway) under its own process’s server span', () => {
+    // As the lab showed: nginx sends no traceparent, so svca's OTel SDK starts a trace
+    // (s-app without a parent); the JS SDK stamps its start with Date.now(), floored to
+    // the millisecond, so it begins up to 1 ms before svca's s-p span and before every
+    // span of the request, the client's first packet included; it ends when the whole
+    // response is handed over, after svca's s-p span (which ends at its first byte).
+    const t1 = { trace_id: 't1' };
+    const svcaApp = { pid: SVCA.pid, server_ip: hop(2).server_ip, server_port: 8080, ...xr, ...t1 };
+    const spans = (withPid: boolean): Span[] => [
+      net({ ...hop(1), ...xr, observation_point: 'c', at: 400, dur: 9_990, interface: 'client-eth0' }),
+      sp({ ...GW, ...hop(1), ...xr, at: 410, dur: 9_900, syscall_trace_id_request: 11 }),
+      sp({
+        ...GW,
+        ...hop(2),
+        ...xr,
+        at: 500,
+        dur: 9_000,
+        observation_point: 'c-p',
+        syscall_trace_id_request: 11,
+        request_domain: 'svca',
+      }),
+      net({ ...hop(2), ...xr, observation_point: 'c', at: 510, dur: 8_980, interface: 'gw-eth0' }),
+      net({ ...hop(2), ...xr, observation_point: 's', at: 520, dur: 8_960, interface: 'svca-eth0' }),
+      sp({ ...SVCA, ...hop(2), ...xr, at: 600, dur: 8_700, request_domain: 'svca' }),
+      app({
+        ...svcaApp,
+        ...(withPid ? {} : { pid: null }),
+        span_id: 's1',
+        observation_point: 's-app',
+        at: 0,
+        dur: 10_500,
+      }),
+      app({
+        ...svcaApp,
+        ...(withPid ? {} : { pid: null }),
+        server_ip: hop(3).server_ip,
+        span_id: 'c1',
+        parent_span_id: 's1',
+        observation_point: 'c-app',
+        at: 1_000,
+        dur: 6_200,
+      }),
+      sp({ ...SVCA, ...hop(3), ...xr, ...t1, span_id: 'c1', at: 1_300, dur: 5_800, observation_point: 'c-p' }),
+      sp({ ...SVCB, ...hop(3), ...xr, ...t1, span_id: 'c1', at: 1_400, dur: 5_600 }),
+    ];
+    const expected = [
+      'N c client-eth0',
+      '  S s-p nginx',
+      '    S c-p nginx',
+      '      N c gw-eth0',
+      '        N s svca-eth0',
+      '          S s-p svca',
+      '            A s-app svca',
+      '              A c-app svca',
+      '                S c-p svca',
+      '                  S s-p svcb',
+    ];
+    // the A span has the process's pid (the OTLP receiver maps process.pid) or only its socket
+    for (const withPid of [true, false]) {
+      const f = store(spans(withPid));
+      const labelA = (s: StoredSpan): string =>
+        s.signal_source === 'otel' ? label({ ...s, process_name: null }) : label(s);
+      // from the X-Request-ID: the earliest span carrying it is the A span
+      expect(outline(f.trace({ requestId: 'r1' }), labelA)).toEqual(expected);
+      expect(outline(f.trace({ spanId: f.id(6) }), labelA)).toEqual(expected);
+    }
+  });
+
   it('nests A spans without S spans by span ids alone', () => {
     const f = store([
       app({ span_id: 'a', observation_point: 's-app', at: 0, dur: 1000 }),
