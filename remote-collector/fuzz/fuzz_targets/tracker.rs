@@ -34,6 +34,8 @@ fuzz_target!(|data: &[u8]| {
         };
         let dir = if ctl & 0x10 != 0 { Direction::Egress } else { Direction::Ingress };
         let gap = if ctl & 0x20 != 0 { u32::from(*len) * 31 } else { 0 };
+        // The fourth socket is a UDP socket talking to port 53 (the DNS session).
+        let udp = ctl & 3 == 3;
         let ev = Event {
             kind,
             syscall: Syscall::Read,
@@ -47,9 +49,10 @@ fuzz_target!(|data: &[u8]| {
             total: payload.len() as u32 + gap,
             tcp_seq: now as u32,
             local: ("127.0.0.1".parse().unwrap(), 80),
-            remote: ("127.0.0.1".parse().unwrap(), 40000 + u16::from(ctl & 3)),
+            remote: ("127.0.0.1".parse().unwrap(), if udp { 53 } else { 40000 + u16::from(ctl & 3) }),
             comm: *b"nginx\0\0\0\0\0\0\0\0\0\0\0",
             flags: 0,
+            udp,
             payload: payload.to_vec(),
         };
         t.on_event(&ev, &mut spans);
