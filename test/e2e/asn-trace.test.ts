@@ -25,6 +25,7 @@ import { layoutTrace, type Bar } from '../../app/src/trace/model.ts';
 import { AXIS_HEIGHT, ROW_HEIGHT } from '../../app/src/trace/time-chart.ts';
 import { launchChromium } from '../support/browser.ts';
 import { runCli, startCli } from '../support/cli.ts';
+import { waitForSpans } from '../support/capture-db.ts';
 import { until } from '../support/collector-run.ts';
 import { curl, isRoot, LAB_OTLP_LISTEN, labDown, labUp, readAccessLog, type Lab } from '../support/lab.ts';
 
@@ -274,7 +275,8 @@ describe.skipIf(!isRoot)('A/S/N trace in the lab (capture --signals s,n,a)', () 
       expect(r.status).toBe(200);
       sent.push({ path, id: r.xRequestId! });
     }
-    await new Promise((r) => setTimeout(r, 1500)); // > the OTel SDK's 200 ms batch delay
+    // Every request's s-app and c-app span, however long the SDK's exporter takes.
+    await waitForSpans(db, "signal_source = 'otel'", 2 * sent.length);
     cap.child.kill('SIGINT');
     const r = await cap.result;
     expect(r.code, r.stderr).toBe(0);

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { StoredSpan } from '../../main/api/records.ts';
 import { runCli, startCli } from '../support/cli.ts';
+import { waitForSpans } from '../support/capture-db.ts';
 import { until } from '../support/collector-run.ts';
 import { curl, isRoot, LAB_OTLP_LISTEN, labDown, labUp, readUpstreamLog, type Lab } from '../support/lab.ts';
 
@@ -60,7 +61,8 @@ describe.skipIf(!isRoot)('A spans through tapdeck capture into SQLite (root, lab
     for (let i = 0; i < N; i++) {
       expect(curl(lab, 'GET', `/chain/orders/${i}`, { 'X-Request-ID': `${tag}-${i}` }).status).toBe(200);
     }
-    await new Promise((r) => setTimeout(r, 1500)); // > the SDK's 200 ms batch delay
+    // svca's s-app and c-app span of every request, however long the SDK's exporter takes.
+    await waitForSpans(db, `signal_source = 'otel' AND x_request_id_0 LIKE '${tag}-%'`, 2 * N);
     cap.child.kill('SIGINT');
     const r = await cap.result;
     expect(r.code, r.stderr).toBe(0);
