@@ -13,8 +13,8 @@ import Database from 'better-sqlite3';
  */
 export async function waitForSpans(db: string, where: string, count: number, ms = 30_000): Promise<number> {
   const t0 = Date.now();
-  let seen = 0;
   for (;;) {
+    let seen = 0;
     try {
       const conn = new Database(db, { readonly: true, fileMustExist: true });
       try {
@@ -23,7 +23,7 @@ export async function waitForSpans(db: string, where: string, count: number, ms 
         conn.close();
       }
     } catch {
-      seen = 0; // not created or not migrated yet
+      // not created or not migrated yet: try again
     }
     if (seen >= count) return seen;
     if (Date.now() - t0 > ms)
