@@ -287,58 +287,48 @@ function rowToSpan(r: Record<string, unknown>): StoredSpan {
 export const DEFAULT_LIMIT = 200;
 export const MAX_LIMIT = 10_000;
 
-/** The request log: spans newest first, filtered. */
-export function querySpans(db: Db, q: RequestQuery): RequestPage {
+/**
+ * The WHERE clauses of a filtered query: each entry is a condition with its values,
+ * kept only when the filter was given (values not undefined).
+ */
+function clauses(entries: readonly (readonly [sql: string, values: readonly unknown[] | undefined])[]): {
+  where: string[];
+  vals: unknown[];
+} {
   const where: string[] = [];
   const vals: unknown[] = [];
-  if (q.captureId !== undefined) {
-    where.push('capture_id = ?');
-    vals.push(q.captureId);
+  for (const [sql, values] of entries) {
+    if (values === undefined) continue;
+    where.push(sql);
+    vals.push(...values);
   }
-  if (q.observationPoints?.length) {
-    where.push(`observation_point IN (${q.observationPoints.map(() => '?').join(',')})`);
-    vals.push(...q.observationPoints);
-  }
-  if (q.method) {
-    where.push('request_type = ?');
-    vals.push(q.method.toUpperCase());
-  }
-  if (q.path) {
-    where.push(`instr(request_resource, ?) > 0`);
-    vals.push(q.path);
-  }
-  if (q.domain) {
-    where.push('request_domain = ?');
-    vals.push(q.domain);
-  }
-  if (q.status) {
-    where.push('response_status = ?');
-    vals.push(q.status);
-  }
-  if (q.minCode !== undefined) {
-    where.push('response_code >= ?');
-    vals.push(q.minCode);
-  }
-  if (q.maxCode !== undefined) {
-    where.push('response_code <= ?');
-    vals.push(q.maxCode);
-  }
-  if (q.xRequestId) {
-    where.push('(x_request_id_0 = ? OR x_request_id_1 = ?)');
-    vals.push(q.xRequestId, q.xRequestId);
-  }
-  if (q.minDurationUs !== undefined) {
-    where.push('duration_us >= ?');
-    vals.push(q.minDurationUs);
-  }
-  if (q.fromUs !== undefined) {
-    where.push('start_time_us >= ?');
-    vals.push(q.fromUs);
-  }
-  if (q.toUs !== undefined) {
-    where.push('start_time_us < ?');
-    vals.push(q.toUs);
-  }
+  return { where, vals };
+}
+
+/** `v` (`times` over, for a condition that uses it twice), or undefined when not given. */
+const given = <T>(v: T | undefined | null | '', times = 1): T[] | undefined =>
+  v === undefined || v === null || v === '' ? undefined : new Array<T>(times).fill(v);
+const inList = (col: string, list: readonly string[] | undefined): readonly [string, string[] | undefined] => [
+  `${col} IN (${(list ?? []).map(() => '?').join(',')})`,
+  list?.length ? [...list] : undefined,
+];
+
+/** The request log: spans newest first, filtered. */
+export function querySpans(db: Db, q: RequestQuery): RequestPage {
+  const { where, vals } = clauses([
+    ['capture_id = ?', given(q.captureId)],
+    inList('observation_point', q.observationPoints),
+    ['request_type = ?', given(q.method?.toUpperCase())],
+    ['instr(request_resource, ?) > 0', given(q.path)],
+    ['request_domain = ?', given(q.domain)],
+    ['response_status = ?', given(q.status)],
+    ['response_code >= ?', given(q.minCode)],
+    ['response_code <= ?', given(q.maxCode)],
+    ['(x_request_id_0 = ? OR x_request_id_1 = ?)', given(q.xRequestId, 2)],
+    ['duration_us >= ?', given(q.minDurationUs)],
+    ['start_time_us >= ?', given(q.fromUs)],
+    ['start_time_us < ?', given(q.toUs)],
+  ]);
   const whereSql = where.length ? `WHERE ${where.join(' AND ')}` : '';
   // Counting stops after COUNT_CAP + 1 matches: a full count of 10M rows takes seconds
   // (test/bench/query.ts); "more than 10,000" is what a person reads there anyway.
@@ -441,40 +431,16 @@ export function upsertNetns(db: Db, captureId: number, n: NetnsRecord): void {
 
 /** Flows, newest first, filtered. */
 export function queryFlows(db: Db, q: FlowQuery): FlowPage {
-  const where: string[] = [];
-  const vals: unknown[] = [];
-  if (q.captureId !== undefined) {
-    where.push('capture_id = ?');
-    vals.push(q.captureId);
-  }
-  if (q.observationPoints?.length) {
-    where.push(`observation_point IN (${q.observationPoints.map(() => '?').join(',')})`);
-    vals.push(...q.observationPoints);
-  }
-  if (q.interface) {
-    where.push('interface = ?');
-    vals.push(q.interface);
-  }
-  if (q.ip) {
-    where.push('(client_ip = ? OR server_ip = ?)');
-    vals.push(q.ip, q.ip);
-  }
-  if (q.port !== undefined) {
-    where.push('(client_port = ? OR server_port = ?)');
-    vals.push(q.port, q.port);
-  }
-  if (q.closeReason) {
-    where.push('close_reason = ?');
-    vals.push(q.closeReason);
-  }
-  if (q.fromUs !== undefined) {
-    where.push('end_time_us >= ?');
-    vals.push(q.fromUs);
-  }
-  if (q.toUs !== undefined) {
-    where.push('start_time_us < ?');
-    vals.push(q.toUs);
-  }
+  const { where, vals } = clauses([
+    ['capture_id = ?', given(q.captureId)],
+    inList('observation_point', q.observationPoints),
+    ['interface = ?', given(q.interface)],
+    ['(client_ip = ? OR server_ip = ?)', given(q.ip, 2)],
+    ['(client_port = ? OR server_port = ?)', given(q.port, 2)],
+    ['close_reason = ?', given(q.closeReason)],
+    ['end_time_us >= ?', given(q.fromUs)],
+    ['start_time_us < ?', given(q.toUs)],
+  ]);
   const whereSql = where.length ? `WHERE ${where.join(' AND ')}` : '';
   const total = (db.prepare(`SELECT count(*) AS n FROM flows ${whereSql}`).get(...vals) as { n: number }).n;
   const limit = Math.min(Math.max(1, q.limit ?? DEFAULT_LIMIT), MAX_LIMIT);

@@ -104,6 +104,26 @@ impl Head {
         }
     }
 
+    /// `response_exception` of a response head: its reason phrase for a 4xx/5xx
+    /// status, or the canonical one when the server sent none.
+    pub fn exception(&self) -> Option<String> {
+        let StartLine::Response { code, reason } = &self.start else { return None };
+        if *code < 400 {
+            return None;
+        }
+        let reason =
+            if reason.is_empty() { crate::span::canonical_reason(*code).unwrap_or("") } else { reason };
+        Some(reason.to_string()).filter(|s| !s.is_empty())
+    }
+
+    /// `trace_id` and `span_id` from this head's W3C traceparent, if any.
+    pub fn trace_ids(&self) -> (Option<String>, Option<String>) {
+        match self.traceparent.as_deref().and_then(parse_traceparent) {
+            Some((t, s)) => (Some(t), Some(s)),
+            None => (None, None),
+        }
+    }
+
     pub fn version(&self) -> &'static str {
         if self.version_minor == 0 {
             "1.0"

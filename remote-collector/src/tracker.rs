@@ -15,7 +15,7 @@ use std::sync::Arc;
 use crate::event::{Direction, Event, Kind};
 use crate::http::{self, Head, HttpStream, ParseError, Parsed, StartLine};
 use crate::l7::{self, Message};
-use crate::span::{canonical_reason, status_of, Span};
+use crate::span::{status_of, Span};
 use crate::stats::Counters;
 use crate::syscall_trace::SyscallTraceIds;
 
@@ -973,29 +973,14 @@ fn build_span(
     let resource = http::resource_of(&target).to_string();
     let endpoint = http::endpoint_of(&resource).to_string();
     let domain = req.head.host.clone().or_else(|| http::host_of_target(&target).map(str::to_string));
-    let (trace_id, span_id) = match req.head.traceparent.as_deref().and_then(http::parse_traceparent) {
-        Some((t, s)) => (Some(t), Some(s)),
-        None => (None, None),
-    };
+    let (trace_id, span_id) = req.head.trace_ids();
     let attributes =
         header_attributes(&req.head.captured, resp.as_ref().map_or(&[][..], |(r, _)| &r.head.captured[..]));
     let start_ns = req.meta.enter_ns;
     let (end_ns, code, exception, resp_len, resp_xrid, resp_trace, resp_seq) = match &resp {
         Some((r, len)) => {
             let code = r.head.status();
-            let reason = match &r.head.start {
-                StartLine::Response { reason, .. } => reason.clone(),
-                StartLine::Request { .. } => String::new(),
-            };
-            let exception = match code {
-                Some(c) if c >= 400 => Some(if reason.is_empty() {
-                    canonical_reason(c).unwrap_or("").to_string()
-                } else {
-                    reason
-                })
-                .filter(|s| !s.is_empty()),
-                _ => None,
-            };
+            let exception = r.head.exception();
             (
                 r.meta.exit_ns,
                 code,

@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use super::parse::{Segment, ACK, FIN, RST, SYN};
 use crate::http::{self, Head, HttpStream, Parsed, StartLine};
-use crate::span::{canonical_reason, status_of};
+use crate::span::status_of;
 
 /// Where a packet was seen. The observation point (c, s, c-nd, ...) also needs
 /// the flow's client and server, so it is decided per flow by `Topology`.
@@ -728,27 +728,12 @@ fn build_span<T: Topology>(
     let resource = http::resource_of(&target).to_string();
     let endpoint = http::endpoint_of(&resource).to_string();
     let domain = req.head.host.clone().or_else(|| http::host_of_target(&target).map(str::to_string));
-    let (trace_id, span_id) = match req.head.traceparent.as_deref().and_then(http::parse_traceparent) {
-        Some((t, s)) => (Some(t), Some(s)),
-        None => (None, None),
-    };
+    let (trace_id, span_id) = req.head.trace_ids();
     let start_ns = req.meta.ts_ns;
     let (end_ns, code, exception, resp_len, resp_xrid, resp_seq) = match &resp {
         Some((r, len)) => {
             let code = r.head.status();
-            let reason = match &r.head.start {
-                StartLine::Response { reason, .. } => reason.clone(),
-                StartLine::Request { .. } => String::new(),
-            };
-            let exception = match code {
-                Some(c) if c >= 400 => Some(if reason.is_empty() {
-                    canonical_reason(c).unwrap_or("").to_string()
-                } else {
-                    reason
-                })
-                .filter(|s| !s.is_empty()),
-                _ => None,
-            };
+            let exception = r.head.exception();
             (
                 r.meta.ts_ns,
                 code,
